@@ -1,0 +1,87 @@
+"""The `stream-fer` command. Each subcommand lives in its own module and registers itself; heavy
+imports (torch, gradio, onnxruntime) happen inside the handlers so `stream-fer --help` stays instant.
+
+`stream-fer INPUT --out OUT.mp4` is short for `stream-fer run INPUT --out OUT.mp4`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from stream_fer import __version__
+from stream_fer.errors import StreamFerError
+
+# subcommand -> module with register(subparsers)
+COMMANDS = {
+    "run": "stream_fer.commands.run",
+    "models": "stream_fer.commands.models",
+    "regions": "stream_fer.commands.regions",
+    "export": "engines.commands",
+    "build-engine": "engines.commands",
+    "serve": "stream_fer.commands.serve",
+}
+
+log = logging.getLogger("stream_fer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-fer",
+        description="Real-time, interpretable facial-expression analysis for video.",
+        epilog="`stream-fer INPUT --out OUT.mp4` is short for `stream-fer run INPUT --out OUT.mp4`.",
+    )
+    parser.add_argument("--version", action="version", version=f"stream-fer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registered = set()
+    for module_name in dict.fromkeys(COMMANDS.values()):
+        module = importlib.import_module(module_name)
+        module.register(subparsers)
+        registered.add(module_name)
+    return parser
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """Insert `run` when the first positional argument is not a subcommand (an input path or URL)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-h", "--help", "--version"):
+            return argv
+        if arg.startswith("-"):
+            continue
+        return argv if arg in COMMANDS else argv[:i] + ["run"] + argv[i:]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except StreamFerError as exc:
+        if args.debug:
+            raise
+        print(f"stream-fer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stream-fer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
+        if args.debug:
+            raise
+        print(f"stream-fer: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

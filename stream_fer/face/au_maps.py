@@ -1,0 +1,86 @@
+"""AU maps: where an expression's Action Units are on a particular face, as an image-sized heatmap.
+
+An expression's map is the pixel-wise max over its AU regions, softened by a Gaussian whose width
+scales with the map size, then min-max normalised to [0, 1] (METHOD.md). Neutral, missing landmarks,
+or regions entirely off the map give no map (None): such samples are left out of the alignment loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream_fer.face.action_units import ActionUnit, aus_for
+from stream_fer.face.geometry import Ellipse, face_frame, fill_ellipse, place_region
+
+BLUR_SIGMA_FRACTION = 0.04  # Gaussian sigma as a fraction of the map's larger side
+
+
+def _size(out_size) -> tuple[int, int]:
+    """(width, height) from an int or a pair."""
+    if isinstance(out_size, int):
+        return out_size, out_size
+    w, h = out_size
+    return int(w), int(h)
+
+
+def _scaled(points: np.ndarray, image_size, out_size) -> np.ndarray:
+    src_w, src_h = _size(image_size)
+    dst_w, dst_h = _size(out_size)
+    pts = np.asarray(points, dtype=np.float64)[:, :2].copy()
+    pts[:, 0] *= dst_w / src_w
+    pts[:, 1] *= dst_h / src_h
+    return pts
+
+
+def au_ellipses(points: np.ndarray, au: ActionUnit) -> list[Ellipse]:
+    """The AU's region(s) as ellipses in the coordinates of `points`."""
+    frame = face_frame(points)
+    return [place_region(region, points, frame) for region in au.regions]
+
+
+def region_masks(points: np.ndarray, image_size, aus, out_size) -> dict[int, np.ndarray]:
+    """Hard (unblurred) boolean mask per AU at out_size, for per-AU attention shares."""
+    w, h = _size(out_size)
+    pts = _scaled(points, image_size, out_size)
+    masks = {}
+    for au in aus:
+        mask = np.zeros((h, w), dtype=bool)
+        for ellipse in au_ellipses(pts, au):
+            mask |= fill_ellipse(ellipse, h, w)
+        masks[au.number] = mask
+    return masks
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur with reflected borders."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(np.ceil(3 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image.astype(np.float64), radius, mode="reflect" if min(image.shape) > radius else "edge")
+    rows = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, padded)
+    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
+
+
+def expression_map(points, image_size, expression: str, out_size) -> np.ndarray | None:
+    """The normalised AU map of `expression` on the face with landmarks `points` (pixel coordinates of
+    an image of `image_size`), rendered at `out_size`; float32 in [0, 1], or None where there is no map."""
+    aus = aus_for(expression)
+    if not aus or points is None:
+        return None
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[0] < 468 or not np.isfinite(pts[:, :2]).all():
+        return None
+    masks = region_masks(pts, image_size, aus, out_size)
+    hard = np.zeros_like(next(iter(masks.values())), dtype=np.float64)
+    for mask in masks.values():
+        np.maximum(hard, mask, out=hard)
+    if not hard.any():
+        return None
+    soft = gaussian_blur(hard, BLUR_SIGMA_FRACTION * max(hard.shape))
+    lo, hi = soft.min(), soft.max()
+    if hi - lo < 1e-8:
+        return None
+    return ((soft - lo) / (hi - lo)).astype(np.float32)
