@@ -7,6 +7,8 @@ or regions entirely off the map give no map (None): such samples are left out of
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from stream_fer.face.action_units import ActionUnit, aus_for
@@ -51,17 +53,30 @@ def region_masks(points: np.ndarray, image_size, aus, out_size) -> dict[int, np.
     return masks
 
 
+@lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) matrix applying a 1-D Gaussian with reflected borders along one axis."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    matrix = np.zeros((n, n))
+    for i in range(n):
+        for off, w in zip(offsets, weights):
+            j = i + off
+            while j < 0 or j >= n:  # reflect (mirror without repeating the edge) until inside
+                j = -j - 1 if j < 0 else 2 * n - j - 1
+            matrix[i, j] += w
+    matrix.setflags(write=False)
+    return matrix
+
+
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur with reflected borders."""
     if sigma <= 0:
         return image
-    radius = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.pad(image.astype(np.float64), radius, mode="reflect" if min(image.shape) > radius else "edge")
-    rows = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, padded)
-    return np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="valid"), 0, rows)
+    h, w = image.shape
+    return _blur_matrix(h, sigma) @ image.astype(np.float64) @ _blur_matrix(w, sigma).T
 
 
 def expression_map(points, image_size, expression: str, out_size) -> np.ndarray | None:

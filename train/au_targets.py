@@ -1,0 +1,49 @@
+"""AU maps for training and evaluation: each image's true-class map rendered from its cached landmarks.
+
+Maps are rendered once per split at the image size (48 x 48) and cached beside the landmark cache;
+geometric augmentation then moves image and map together (train/augment.py). Samples without a map
+(neutral, no landmarks, no valid label) carry valid=False and are left out of the alignment loss."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from stream_fer.face.au_maps import expression_map
+from stream_fer.face.classes import CLASS_NAMES
+from train.data import IMAGE_SIZE, FerSplit
+from train.landmarks import LandmarkCache
+from train.paths import train_cache
+
+
+def render_maps(points: np.ndarray, found: np.ndarray, labels: np.ndarray, size: int = IMAGE_SIZE):
+    """(maps float16 (N, size, size), valid bool (N,)) for landmarks in 48-px coordinates."""
+    maps = np.zeros((len(labels), size, size), dtype=np.float16)
+    valid = np.zeros(len(labels), dtype=bool)
+    for i, (pts, ok, label) in enumerate(zip(points, found, labels)):
+        if not ok or label < 0:
+            continue
+        m = expression_map(pts, IMAGE_SIZE, CLASS_NAMES[label], size)
+        if m is not None:
+            maps[i] = m
+            valid[i] = True
+    return maps, valid
+
+
+def split_maps(split: FerSplit, cache: LandmarkCache, labels: np.ndarray | None = None, size: int = IMAGE_SIZE):
+    """Maps for a split's true labels, cached on disk keyed by the keys, labels and landmarks."""
+    labels = split.labels if labels is None else labels
+    points, found = cache.lookup(split.keys)
+    digest = hashlib.sha1()
+    for arr in (split.keys.astype("U"), labels, np.nan_to_num(points).astype(np.float16), found):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    path = train_cache() / f"au_maps-{split.name}-{size}-{digest.hexdigest()[:12]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["maps"], z["valid"]
+    maps, valid = render_maps(points, found, labels, size)
+    tmp = path.with_suffix(".part.npz")
+    np.savez_compressed(tmp, maps=maps, valid=valid)
+    tmp.replace(path)
+    return maps, valid

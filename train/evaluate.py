@@ -1,0 +1,172 @@
+"""`python -m train eval`: accuracy, macro-F1, confusion, and how well the model's attention and CAMs
+agree with the true class's AU map (ATT-COS, CAM-COS), overall and per class (METHOD.md, "Metrics")."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from stream_fer.face.classes import CLASS_NAMES, NUM_CLASSES
+from train.au_targets import split_maps
+from train.checkpoint import load_model
+from train.data import IMAGE_SIZE, FerSplit, load_ferplus
+from train.landmarks import load_cache
+from train.model import normalise
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict(model, images: np.ndarray, batch: int = 256, device: str = "cpu"):
+    """probs (N, K), attention (N, h, w), cams (N, K, h, w) as float32 numpy."""
+    model.eval()
+    probs, atts, cams = [], [], []
+    for i in range(0, len(images), batch):
+        x = normalise(torch.from_numpy(images[i : i + batch]), model.config).to(device)
+        logits, att, cam = model(x)
+        probs.append(F.softmax(logits.float(), dim=1).cpu())
+        atts.append(att.float().cpu())
+        cams.append(cam.float().cpu())
+    return torch.cat(probs).numpy(), torch.cat(atts).numpy(), torch.cat(cams).numpy()
+
+
+def map_cosine(explanations: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Per-sample cosine between explanation maps (N, h, w), upsampled bilinearly to the AU maps' size
+    and shifted to be non-negative, and the AU maps (N, H, W)."""
+    up = F.interpolate(torch.from_numpy(explanations).float().unsqueeze(1), size=maps.shape[-2:],
+                       mode="bilinear", align_corners=False).squeeze(1).flatten(1)
+    up = up - up.min(dim=1, keepdim=True).values
+    target = torch.from_numpy(maps.astype(np.float32)).flatten(1)
+    return F.cosine_similarity(up, target, dim=1, eps=1e-8).numpy()
+
+
+def compute_metrics(labels: np.ndarray, probs: np.ndarray, attention: np.ndarray, cams: np.ndarray,
+                    maps: np.ndarray, valid: np.ndarray) -> dict:
+    """All metrics over the samples with a 7-class majority label (labels >= 0)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+
+    keep = labels >= 0
+    y, pred = labels[keep], probs[keep].argmax(axis=1)
+    classes = list(range(NUM_CLASSES))
+    recall = recall_score(y, pred, labels=classes, average=None, zero_division=0)
+    has_map = valid[keep]
+    att_cos = np.full(len(y), np.nan)
+    cam_cos = np.full(len(y), np.nan)
+    if has_map.any():
+        att_cos[has_map] = map_cosine(attention[keep][has_map], maps[keep][has_map])
+        true_cams = cams[keep][has_map, y[has_map]]
+        cam_cos[has_map] = map_cosine(true_cams, maps[keep][has_map])
+    per_class = {}
+    for k, name in enumerate(CLASS_NAMES):
+        sel = (y == k) & has_map
+        per_class[name] = {
+            "n": int((y == k).sum()),
+            "recall": float(recall[k]),
+            "att_cos": float(att_cos[sel].mean()) if sel.any() else None,
+            "cam_cos": float(cam_cos[sel].mean()) if sel.any() else None,
+        }
+    expressive = [per_class[n] for n in CLASS_NAMES if n != "neutral"]
+
+    def mean_over_classes(key):
+        values = [c[key] for c in expressive if c[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "n": int(keep.sum()),
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=classes, average="macro", zero_division=0)),
+        "att_cos": mean_over_classes("att_cos"),
+        "cam_cos": mean_over_classes("cam_cos"),
+        "per_class": per_class,
+        "confusion": confusion_matrix(y, pred, labels=classes).tolist(),
+        "classes": list(CLASS_NAMES),
+        "n_with_au_map": int(has_map.sum()),
+    }
+
+
+def evaluate_split(model, split: FerSplit, cache, device: str = "cpu") -> tuple[dict, dict]:
+    """(metrics, arrays) for a split; arrays hold what the figures need."""
+    maps, valid = split_maps(split, cache)
+    probs, attention, cams = predict(model, split.images, device=device)
+    metrics = compute_metrics(split.labels, probs, attention, cams, maps, valid)
+    return metrics, {"labels": split.labels, "attention": attention, "cams": cams, "maps": maps, "valid": valid}
+
+
+def class_mean_figure(arrays: dict, path: Path) -> Path:
+    """Per class (rows): mean attention, mean CAM of the true class, mean true AU map, side by side."""
+    from PIL import Image, ImageDraw
+
+    cell, pad = 96, 4
+    labels, valid = arrays["labels"], arrays["valid"]
+    rows = [k for k in range(NUM_CLASSES) if CLASS_NAMES[k] != "neutral"]
+    canvas = Image.new("RGB", (110 + 3 * (cell + pad), 24 + len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(("attention", "CAM", "AU map")):
+        draw.text((110 + c * (cell + pad) + 20, 6), title, fill="black")
+    import matplotlib
+
+    colormap = matplotlib.colormaps["inferno"]
+    for r, k in enumerate(rows):
+        sel = (labels == k) & valid
+        y0 = 24 + r * (cell + pad)
+        draw.text((6, y0 + cell // 2), f"{CLASS_NAMES[k]} ({sel.sum()})", fill="black")
+        if not sel.any():
+            continue
+        panels = (arrays["attention"][sel].mean(0), arrays["cams"][sel, k].mean(0), arrays["maps"][sel].mean(0))
+        for c, panel in enumerate(panels):
+            p = panel.astype(np.float32)
+            p = (p - p.min()) / max(float(p.max() - p.min()), 1e-8)
+            rgb = (colormap(p)[:, :, :3] * 255).astype(np.uint8)
+            tile = Image.fromarray(rgb).resize((cell, cell), Image.BILINEAR)
+            canvas.paste(tile, (110 + c * (cell + pad), y0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def format_report(metrics: dict) -> str:
+    lines = [f"n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  macro_f1={metrics['macro_f1']:.4f}  "
+             f"att_cos={_fmt(metrics['att_cos'])}  cam_cos={_fmt(metrics['cam_cos'])}",
+             f"{'class':<10} {'n':>5} {'recall':>7} {'att_cos':>8} {'cam_cos':>8}"]
+    for name, c in metrics["per_class"].items():
+        lines.append(f"{name:<10} {c['n']:>5} {c['recall']:>7.3f} {_fmt(c['att_cos']):>8} {_fmt(c['cam_cos']):>8}")
+    lines.append("confusion (rows = true, columns = predicted, order as above):")
+    lines += ["  " + " ".join(f"{v:>5}" for v in row) for row in metrics["confusion"]]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("eval", help="evaluate a checkpoint on a FER+ split")
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    parser.add_argument("--json", type=Path, help="write the metrics here")
+    parser.add_argument("--figure", type=Path, help="save per-class mean attention / CAM / AU map as a PNG")
+    parser.add_argument("--data", help="ferplus.tar.gz or its extracted folder")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(handler=_eval)
+
+
+def _eval(args) -> int:
+    model, _ = load_model(args.checkpoint, args.device)
+    split = load_ferplus(args.data)[args.split]
+    if args.limit:
+        split = split.subset(slice(0, args.limit))
+    metrics, arrays = evaluate_split(model, split, load_cache(), args.device)
+    metrics = {"checkpoint": args.checkpoint.name, "split": args.split, **metrics}
+    print(format_report(metrics))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=1) + "\n")
+    if args.figure:
+        class_mean_figure(arrays, args.figure)
+    return 0

@@ -1,0 +1,243 @@
+"""`python -m train fit`: train the AU-guided classifier (or the vanilla baseline with --lam 0).
+
+Checkpoints go to a run folder outside the repository (the user cache by default): `last.pt` after
+every epoch (model, optimiser, schedule, RNG: enough to resume exactly) and `best.pt` (weights and
+config only) whenever validation accuracy improves. Rerunning the same command resumes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.au_targets import split_maps
+from train.augment import AugmentConfig, augment_batch
+from train.checkpoint import read_checkpoint, save_checkpoint
+from train.data import class_counts, load_ferplus
+from train.landmarks import load_cache
+from train.loss import au_guided_loss
+from train.model import ModelConfig, build_model, normalise
+from train.paths import train_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lam: float = 4.0
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step
+    warmup_epochs: float = 1.0
+    soft_targets: bool = True
+    class_weight_power: float = 0.5  # weights ~ (count / mean) ** -power; 0 = unweighted
+    label_smoothing: float = 0.0
+    seed: int = 0
+    limit: int = 0  # use only the first N training samples (tests, smoke runs)
+    val_limit: int = 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TrainingData:
+    """The training split in memory as tensors: images, soft and hard targets, AU maps, sample weights."""
+
+    def __init__(self, split, maps, valid, cfg: FitConfig):
+        keep = split.labels >= 0
+        if cfg.limit:
+            keep &= np.cumsum(keep) <= cfg.limit
+        self.images = torch.from_numpy(split.images[keep])
+        labels = split.labels[keep]
+        self.labels = torch.from_numpy(labels)
+        soft = split.soft_targets[keep] if cfg.soft_targets else np.eye(7, dtype=np.float32)[labels]
+        if cfg.label_smoothing:
+            soft = soft * (1 - cfg.label_smoothing) + cfg.label_smoothing / soft.shape[1]
+        self.targets = torch.from_numpy(soft.astype(np.float32))
+        self.maps = torch.from_numpy(maps[keep].astype(np.float32))
+        self.valid = torch.from_numpy(valid[keep])
+        counts = class_counts(labels).astype(np.float64)
+        class_w = (np.maximum(counts, 1) / counts.mean()) ** -cfg.class_weight_power
+        self.class_weights = class_w / (class_w * counts).sum() * counts.sum()
+        self.weights = torch.from_numpy(self.class_weights[labels].astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def lr_at(step: int, total: int, warmup: int, cfg: FitConfig) -> float:
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (0.1 ** int(progress * 3))  # step: /10 at 1/3 and 2/3
+
+
+def make_optimizer(model, cfg: FitConfig):
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+@torch.no_grad()
+def quick_validation(model, split, maps, valid, device, batch: int = 256) -> dict:
+    """Validation accuracy (majority labels) and mean attention-AU cosine at the attention size."""
+    from train.loss import alignment_cosine
+
+    model.eval()
+    keep = split.labels >= 0
+    images = torch.from_numpy(split.images[keep])
+    labels = torch.from_numpy(split.labels[keep])
+    maps_t = torch.from_numpy(maps[keep].astype(np.float32))
+    valid_t = torch.from_numpy(valid[keep])
+    correct, cos_sum, cos_n = 0, 0.0, 0
+    for i in range(0, len(labels), batch):
+        x = normalise(images[i : i + batch], model.config).to(device)
+        logits, att, _ = model(x)
+        correct += (logits.argmax(1).cpu() == labels[i : i + batch]).sum().item()
+        v = valid_t[i : i + batch]
+        if v.any():
+            cos_sum += alignment_cosine(att.float().cpu()[v], maps_t[i : i + batch][v]).sum().item()
+            cos_n += int(v.sum())
+    model.train()
+    return {"val_accuracy": correct / max(1, len(labels)), "val_att_cos": cos_sum / max(1, cos_n)}
+
+
+def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), data=None,
+        device: str = "auto", aug: AugmentConfig = AugmentConfig(), max_epochs_this_call: int | None = None,
+        progress: bool = True) -> dict:
+    """Train (or resume) into run_dir; returns the history. `max_epochs_this_call` lets a caller stop
+    early and resume later (the schedule still spans cfg.epochs)."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    torch.manual_seed(cfg.seed)
+    splits = load_ferplus(data)
+    cache = load_cache()
+    train_maps, train_valid = split_maps(splits["train"], cache)
+    val_split = splits["valid"]
+    if cfg.val_limit:
+        val_split = val_split.subset(slice(0, cfg.val_limit))
+    val_maps, val_valid = split_maps(val_split, cache)
+    data_t = TrainingData(splits["train"], train_maps, train_valid, cfg)
+
+    model = build_model(model_cfg).to(dev)
+    if dev.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, history, best = 0, [], -1.0
+    last = run_dir / "last.pt"
+    if last.exists():
+        state = read_checkpoint(last)
+        if state.get("fit_config") != asdict(cfg) or state.get("config") != model_cfg.to_dict():
+            from stream_fer.errors import StreamFerError
+
+            raise StreamFerError(f"{run_dir} holds a run with other settings; use another --run-dir")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_epoch, history, best = state["epoch"] + 1, json.loads(state["history"]), state["best"]
+        log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
+    (run_dir / "fit_config.json").write_text(json.dumps({"fit": asdict(cfg), "model": model_cfg.to_dict()}, indent=2))
+
+    steps_per_epoch = math.ceil(len(data_t) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    end_epoch = cfg.epochs if max_epochs_this_call is None else min(cfg.epochs, start_epoch + max_epochs_this_call)
+    for epoch in range(start_epoch, end_epoch):
+        model.train()
+        order = torch.randperm(len(data_t), generator=generator)
+        sums = {"loss": 0.0, "ce": 0.0, "align": 0.0, "cos": 0.0, "n": 0}
+        t0 = time.time()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   mininterval=5, disable=not progress)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup, cfg)
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            images = data_t.images[idx].float().div(255).unsqueeze(1)
+            maps = data_t.maps[idx].unsqueeze(1)
+            images, maps = augment_batch(images, maps, aug, generator)
+            x = ((images - model_cfg.mean) / model_cfg.std).to(dev)
+            if dev.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+                logits, attention, _ = model(x)
+            loss, ce, align, cos = au_guided_loss(
+                logits.float(), attention.float(), data_t.targets[idx].to(dev), maps.squeeze(1).to(dev),
+                data_t.valid[idx].to(dev), cfg.lam, data_t.weights[idx].to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(idx)
+            sums["loss"] += loss.item() * n
+            sums["ce"] += ce.item() * n
+            sums["align"] += align.item() * n
+            sums["cos"] += (0.0 if math.isnan(cos.item()) else cos.item()) * n
+            sums["n"] += n
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", cos=f"{sums['cos'] / sums['n']:.3f}")
+        record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),
+                  **{k: round(v / sums["n"], 4) for k, v in sums.items() if k != "n"}}
+        record.update({k: round(v, 4) for k, v in quick_validation(model, val_split, val_maps, val_valid, dev).items()})
+        history.append(record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        if record["val_accuracy"] > best:
+            best = record["val_accuracy"]
+            save_checkpoint(run_dir / "best.pt", model, epoch=epoch + 1, metrics=json.dumps(record),
+                            fit_config=asdict(cfg))
+        save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                        history=json.dumps(history), best=best, fit_config=asdict(cfg))
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    return {"history": history, "best_val_accuracy": best, "run_dir": str(run_dir)}
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("fit", help="train the AU-guided model (--lam 0: vanilla); rerun to resume")
+    parser.add_argument("--run-dir", type=Path, help="checkpoint folder (default: <cache>/runs/<name>)")
+    parser.add_argument("--name", default="au", help="run name under the cache when --run-dir is not given")
+    parser.add_argument("--data", help="ferplus.tar.gz or its extracted folder")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    defaults = FitConfig()
+    for field, value in asdict(defaults).items():
+        flag = "--" + field.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    parser.set_defaults(handler=_fit)
+
+
+def _fit(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = FitConfig(**{f: getattr(args, f) for f in FitConfig.__dataclass_fields__})
+    run_dir = args.run_dir or train_cache().parent / "runs" / args.name
+    result = fit(run_dir, cfg, data=args.data, device=args.device)
+    print(json.dumps({"best_val_accuracy": result["best_val_accuracy"], "run_dir": result["run_dir"]}))
+    return 0
