@@ -123,17 +123,18 @@ def quick_validation(model, split, maps, valid, device, batch: int = 256) -> dic
 
 def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), data=None,
         device: str = "auto", aug: AugmentConfig = AugmentConfig(), max_epochs_this_call: int | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, splits=None, cache=None) -> dict:
     """Train (or resume) into run_dir; returns the history. `max_epochs_this_call` lets a caller stop
-    early and resume later (the schedule still spans cfg.epochs)."""
+    early and resume later (the schedule still spans cfg.epochs). `splits` and `cache` default to the
+    full FER+ data and the landmark cache; tests pass small slices."""
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    splits = load_ferplus(data)
-    cache = load_cache()
+    splits = splits or load_ferplus(data)
+    cache = cache or load_cache()
     train_maps, train_valid = split_maps(splits["train"], cache)
     val_split = splits["valid"]
     if cfg.val_limit:
@@ -158,6 +159,8 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if "torch_rng" in state:  # dropout draws from the global generator
+            torch.set_rng_state(state["torch_rng"])
         start_epoch, history, best = state["epoch"] + 1, json.loads(state["history"]), state["best"]
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
     (run_dir / "fit_config.json").write_text(json.dumps({"fit": asdict(cfg), "model": model_cfg.to_dict()}, indent=2))
@@ -211,7 +214,7 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
             save_checkpoint(run_dir / "best.pt", model, epoch=epoch + 1, metrics=json.dumps(record),
                             fit_config=asdict(cfg))
         save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                        history=json.dumps(history), best=best, fit_config=asdict(cfg))
+                        torch_rng=torch.get_rng_state(), history=json.dumps(history), best=best, fit_config=asdict(cfg))
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     return {"history": history, "best_val_accuracy": best, "run_dir": str(run_dir)}
 

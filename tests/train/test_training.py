@@ -1,0 +1,122 @@
+"""The training package on a small slice of the real FER+ data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from train.au_targets import split_maps
+from train.augment import AugmentConfig, augment_batch
+from train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from train.fit import FitConfig, fit
+from train.loss import au_guided_loss
+from train.model import ModelConfig, build_model, count_macs, normalise
+
+NO_AUG = AugmentConfig(flip=0, max_rotation_deg=0, scale=(1, 1), max_shift=0, brightness=0, contrast=0, erase=0)
+
+
+def test_majority_labels_match_published_counts(ferplus_splits):
+    from train.data import class_counts
+
+    assert class_counts(ferplus_splits["train"].labels).tolist() == [9460, 7420, 3381, 3454, 2420, 190, 655]
+    assert int((ferplus_splits["test"].labels >= 0).sum()) == 3361
+    soft = ferplus_splits["valid"].soft_targets
+    assert np.allclose(soft.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_landmarks_found_on_most_faces(small_cache):
+    assert small_cache.found.mean() > 0.9
+    pts = small_cache.points[small_cache.found].astype(np.float32)
+    core = pts[:, [33, 133, 362, 263, 1, 61, 291]]  # eye corners, nose tip, mouth corners
+    assert core.min() > 0 and core.max() < 48  # in the 48-px image
+    assert (pts[:, 33, 1] < pts[:, 61, 1]).all()  # eyes above the mouth
+    assert (pts[:, 33, 0] < pts[:, 263, 0]).mean() > 0.95  # subject's right eye on the image left
+
+
+def test_model_outputs_and_cost():
+    model = build_model()
+    logits, attention, cams = model(torch.zeros(3, 1, 48, 48))
+    assert logits.shape == (3, 7)
+    assert attention.shape[-2:] == (12, 12) and attention.shape[0] == 3
+    assert cams.shape == (3, 7, 12, 12)
+    assert (attention >= 0).all()
+    assert count_macs(model) < 1e9
+
+
+def test_au_guided_loss_aligns_attention_within_a_few_steps(small_splits, small_cache):
+    split = small_splits["train"]
+    maps, valid = split_maps(split, small_cache)
+    torch.manual_seed(0)
+    model = build_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = normalise(torch.from_numpy(split.images[:64]), model.config)
+    targets = torch.from_numpy(split.soft_targets[:64])
+    m = torch.from_numpy(maps[:64].astype(np.float32))
+    v = torch.from_numpy(valid[:64])
+    assert v.sum() > 20
+    losses, cosines = [], []
+    for _ in range(12):
+        logits, att, _ = model(x)
+        loss, ce, align, cos = au_guided_loss(logits, att, targets, m, v, lam=4.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        cosines.append(cos.item())
+    assert losses[-1] < losses[0]
+    assert cosines[-1] > cosines[0] + 0.05
+
+
+def test_augmentation_moves_image_and_map_together():
+    image = torch.zeros(1, 1, 48, 48)
+    image[..., 10:14, 30:34] = 1.0
+    amap = image.clone()
+    gen = torch.Generator().manual_seed(3)
+    cfg = AugmentConfig(flip=1.0, max_rotation_deg=10, brightness=0, contrast=0, erase=0)
+    out_img, out_map = augment_batch(image, amap, cfg, gen)
+    assert torch.allclose(out_img, out_map, atol=1e-5)  # same geometry, photometric off
+    assert out_img[..., :, :24].sum() > out_img[..., :, 24:].sum()  # flipped to the left half
+
+
+def test_resume_continues_where_it_stopped(tmp_path, small_splits, small_cache):
+    cfg = FitConfig(epochs=2, batch_size=32, lam=4.0, seed=1)
+    model_cfg = ModelConfig(widths=(16, 32, 32), stem_channels=8)
+    kwargs = dict(model_cfg=model_cfg, device="cpu", progress=False, splits=small_splits, cache=small_cache)
+    straight = fit(tmp_path / "straight", cfg, **kwargs)
+    first = fit(tmp_path / "resumed", cfg, max_epochs_this_call=1, **kwargs)
+    assert len(first["history"]) == 1
+    resumed = fit(tmp_path / "resumed", cfg, **kwargs)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+    assert straight["history"][-1]["loss"] == pytest.approx(resumed["history"][-1]["loss"], rel=1e-4)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    model = build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8))
+    path = save_checkpoint(tmp_path / "m.pt", model, epoch=3, metrics=json.dumps({"a": 1}))
+    state = torch.load(path, weights_only=True)  # would raise if anything needed unpickling code
+    assert state["epoch"] == 3
+    loaded, _ = load_model(path)
+    x = torch.randn(2, 1, 48, 48)
+    model.eval()
+    assert torch.allclose(loaded(x)[0], model(x)[0])
+
+
+def test_wrong_checkpoint_is_one_clear_error(tmp_path):
+    from stream_fer.errors import StreamFerError
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(StreamFerError, match="not a readable"):
+        load_model(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "stream-fer-checkpoint", "config": ModelConfig().to_dict(),
+                "model": {"fc.weight": torch.zeros(3, 3)}}, other)
+    with pytest.raises(StreamFerError, match="does not match"):
+        load_model(other)
