@@ -1,0 +1,352 @@
+"""The threaded frame pipeline: source -> detect -> classify -> track -> render -> sinks, one thread per
+stage, bounded queues between them.
+
+- Files never drop a frame: a full queue makes the stage before it wait; frames leave in order and the
+  pipeline checks that every frame read was written.
+- Live sources drop in their own reader (they keep only the newest frames); the queues here are kept short
+  (one frame) so latency stays bounded.
+- The end of the stream is a sentinel that flows through every stage.
+- The first exception in any stage wins: every thread stops and the exception is re-raised in the caller's
+  thread (no thread ever prints a traceback). An error *of the source* (a file that turns out truncated
+  half-way) first lets the frames already read finish, so the outputs hold them.
+- Ctrl-C (KeyboardInterrupt in the caller's thread) stops the source and drains what is in flight; the
+  outputs are closed either way; a second Ctrl-C abandons the frames in flight.
+- Per stage: latency (median, p95) and throughput; overall: fps, end-to-end latency from capture to
+  rendered, frames dropped by a live source.
+
+`run_stages` is the generic runner (stages are plain functions; the tests drive it with trivial ones);
+`run_pipeline` runs a FrameAnalyzer's stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream_fer.frames import Frame, FrameResult
+from stream_fer.sources import Source
+
+log = logging.getLogger(__name__)
+
+_END = object()  # the end-of-stream sentinel
+_POLL = 0.1  # seconds between checks of the abort flag while waiting on a queue
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: fn(frame, previous stage's output) -> this stage's output."""
+
+    name: str
+    fn: Callable[[Frame, Any], Any]
+
+
+@dataclass
+class _Work:
+    frame: Frame
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class StageStats:
+    name: str
+    frames: int
+    busy_s: float  # time spent inside the stage's function
+    median_ms: float
+    p95_ms: float
+    max_ms: float
+
+    @property
+    def capacity_fps(self) -> float:
+        """The rate this stage alone could sustain."""
+        return self.frames / self.busy_s if self.busy_s > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    frames_in: int  # frames read from the source
+    frames_out: int  # frames written to every sink
+    faces: int  # faces over all frames written
+    frames_with_faces: int
+    dropped: int  # frames a live source discarded to bound latency
+    wall_s: float  # first frame read -> last frame written
+    stages: tuple[StageStats, ...]
+    latency_median_ms: float | None  # capture -> rendered
+    latency_p95_ms: float | None
+    interrupted: bool = False
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{self.frames_out} frames" + (f" of {self.frames_in} read" if self.frames_in != self.frames_out
+                                                 else "")
+                 + f", {self.faces} faces in {self.frames_with_faces} frames, {self.wall_s:.1f} s, "
+                   f"{self.fps:.1f} fps" + (" (interrupted)" if self.interrupted else "")]
+        if self.dropped:
+            lines.append(f"dropped {self.dropped} frames to keep up with the live source")
+        if self.latency_median_ms is not None:
+            lines.append(f"capture -> rendered latency: median {self.latency_median_ms:.0f} ms, "
+                         f"p95 {self.latency_p95_ms:.0f} ms")
+        width = max((len(s.name) for s in self.stages), default=5)
+        for s in self.stages:
+            lines.append(f"  {s.name:<{width}}  median {s.median_ms:6.1f} ms  p95 {s.p95_ms:6.1f} ms  "
+                         f"({s.capacity_fps:6.1f} fps alone)")
+        return lines
+
+
+class _Stopwatch:
+    """Per-stage latencies, in milliseconds."""
+
+    def __init__(self) -> None:
+        self.ms = array("d")
+        self.busy = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.ms.append(seconds * 1000.0)
+        self.busy += seconds
+
+    def stats(self, name: str) -> StageStats:
+        if not self.ms:
+            return StageStats(name, 0, 0.0, 0.0, 0.0, 0.0)
+        a = np.frombuffer(self.ms, dtype=np.float64)
+        return StageStats(name, len(a), self.busy, float(np.median(a)), float(np.percentile(a, 95)),
+                          float(a.max()))
+
+
+class _Run:
+    """The shared state of one run: the abort flag and the first error."""
+
+    def __init__(self) -> None:
+        self.abort = threading.Event()
+        self.error: BaseException | None = None
+        self.source_error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.abort.set()
+
+    def put(self, q: queue.Queue, item) -> bool:
+        """Put, waiting while the queue is full; False if the run was aborted meanwhile."""
+        while not self.abort.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: queue.Queue):
+        """The next item, or _END if the run was aborted."""
+        while not self.abort.is_set():
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+        return _END
+
+
+def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_frames: int | None = None,
+               queue_size: int | None = None, progress: bool = False,
+               on_frame: Callable[[Frame, Any], None] | None = None,
+               count_faces: Callable[[Any], int] | None = None) -> PipelineStats:
+    """Run frames from `source` through `stages` (each in its own thread) and write the last stage's output
+    to every sink with `sink.write(frame, result, annotated)` (the last output must be a
+    (result, annotated) pair; other shapes are passed as (output, None)). Takes ownership of the source
+    and the sinks: they are closed when this returns or raises."""
+    live = bool(getattr(source, "live", False))
+    size = queue_size or (1 if live else 4)
+    queues = [queue.Queue(maxsize=size) for _ in range(len(stages) + 1)]
+    run = _Run()
+    watches = {s.name: _Stopwatch() for s in stages}
+    write_watch = _Stopwatch()
+    e2e = array("d")
+    counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
+    times = {"first": None, "last": None}
+    draining = threading.Event()
+
+    def source_loop() -> None:
+        out = queues[0]
+        try:
+            for frame in source:
+                if run.abort.is_set():
+                    return
+                if times["first"] is None:
+                    times["first"] = time.monotonic()
+                counts["in"] += 1
+                if not run.put(out, _Work(frame)):
+                    return
+                if max_frames is not None and counts["in"] >= max_frames:
+                    break
+                if draining.is_set():
+                    break
+        except BaseException as exc:  # a source error lets the frames in flight finish first
+            run.source_error = exc
+        run.put(out, _END)
+
+    def stage_loop(stage: Stage, inq: queue.Queue, outq: queue.Queue) -> None:
+        watch = watches[stage.name]
+        try:
+            while True:
+                work = run.get(inq)
+                if work is _END:
+                    break
+                t0 = time.perf_counter()
+                work.value = stage.fn(work.frame, work.value)
+                watch.add(time.perf_counter() - t0)
+                if not run.put(outq, work):
+                    return
+        except BaseException as exc:
+            run.fail(exc)
+            return
+        run.put(outq, _END)
+
+    def sink_loop(inq: queue.Queue) -> None:
+        last_index = -1
+        try:
+            while True:
+                work = run.get(inq)
+                if work is _END:
+                    break
+                value = work.value
+                result, annotated = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
+                rendered = time.monotonic()
+                e2e.append((rendered - work.frame.capture_time) * 1000.0)
+                if not live and work.frame.index <= last_index:
+                    raise RuntimeError(f"frame {work.frame.index} left the pipeline after frame {last_index}")
+                last_index = work.frame.index
+                t0 = time.perf_counter()
+                for sink in sinks:
+                    sink.write(work.frame, result, annotated)
+                write_watch.add(time.perf_counter() - t0)
+                counts["out"] += 1
+                n = count_faces(result) if count_faces else len(getattr(result, "faces", ()) or ())
+                counts["faces"] += n
+                counts["with_faces"] += n > 0
+                times["last"] = time.monotonic()
+                if on_frame is not None:
+                    on_frame(work.frame, result)
+        except BaseException as exc:
+            run.fail(exc)
+
+    threads = [threading.Thread(target=source_loop, name="pipeline-source", daemon=True)]
+    for i, stage in enumerate(stages):
+        threads.append(threading.Thread(target=stage_loop, args=(stage, queues[i], queues[i + 1]),
+                                        name=f"pipeline-{stage.name}", daemon=True))
+    threads.append(threading.Thread(target=sink_loop, args=(queues[-1],), name="pipeline-sinks", daemon=True))
+
+    bar = _progress_bar(source, progress)
+    interrupted = False
+    try:
+        for t in threads:
+            t.start()
+        shown = 0
+        while any(t.is_alive() for t in threads):
+            try:
+                threads[-1].join(_POLL)
+                if bar is not None and counts["out"] != shown:
+                    bar.update(counts["out"] - shown)
+                    shown = counts["out"]
+                if run.abort.is_set():
+                    source.stop()
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    log.warning("interrupted: finishing the frames in flight and closing the outputs "
+                                "(Ctrl-C again to stop at once)")
+                    draining.set()
+                    source.stop()
+                else:
+                    run.abort.set()
+                    source.stop()
+        for t in threads:
+            t.join(timeout=5.0)
+        if bar is not None and counts["out"] != shown:
+            bar.update(counts["out"] - shown)
+    finally:
+        if bar is not None:
+            bar.close()
+        close_errors = _close_all(source, sinks)
+
+    if run.error is not None:
+        raise run.error
+    if run.source_error is not None and not interrupted:
+        raise run.source_error
+    if close_errors:
+        raise close_errors[0]
+    if not interrupted and not live and max_frames is None and counts["out"] != counts["in"]:
+        raise RuntimeError(f"the pipeline lost frames: read {counts['in']}, wrote {counts['out']}")
+    wall = (times["last"] - times["first"]) if times["first"] and times["last"] else 0.0
+    lat = np.frombuffer(e2e, dtype=np.float64) if len(e2e) else None
+    stage_stats = tuple(watches[s.name].stats(s.name) for s in stages) + (write_watch.stats("write"),)
+    info = getattr(source, "info", None)
+    return PipelineStats(
+        frames_in=counts["in"], frames_out=counts["out"], faces=counts["faces"],
+        frames_with_faces=counts["with_faces"], dropped=int(getattr(source, "dropped", 0) or 0), wall_s=wall,
+        stages=stage_stats,
+        latency_median_ms=None if lat is None else float(np.median(lat)),
+        latency_p95_ms=None if lat is None else float(np.percentile(lat, 95)),
+        interrupted=interrupted, source=getattr(info, "description", "") if info else "",
+        extra={"latencies_ms": lat},
+    )
+
+
+def _close_all(source: Source, sinks: Sequence) -> list[BaseException]:
+    errors: list[BaseException] = []
+    for sink in sinks:
+        try:
+            sink.close()
+        except BaseException as exc:  # close every sink even if one fails
+            errors.append(exc)
+    try:
+        source.close()
+    except Exception as exc:
+        log.debug("closing the source: %s", exc)
+    return errors
+
+
+def _progress_bar(source: Source, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    info = getattr(source, "info", None)
+    total = None if info is None or info.live else info.frame_count
+    return tqdm(total=total, unit="frame", desc="stream-fer", dynamic_ncols=True, leave=False,
+                disable=None, file=sys.stderr)
+
+
+def analyzer_stages(analyzer) -> list[Stage]:
+    """A FrameAnalyzer's four stages as pipeline stages."""
+    return [
+        Stage("landmarks", lambda frame, _: analyzer.detect(frame)),
+        Stage("classify", lambda frame, detected: analyzer.classify(detected)),
+        Stage("track", lambda frame, classified: analyzer.track(classified)),
+        Stage("render", lambda frame, result: analyzer.render_timed(frame, result)[::-1]),
+    ]
+
+
+def run_pipeline(source: Source, analyzer, sinks: Sequence, progress: bool = True,
+                 max_frames: int | None = None, queue_size: int | None = None,
+                 on_frame: Callable[[Frame, FrameResult], None] | None = None) -> PipelineStats:
+    """Analyse every frame of `source` with `analyzer` (a FrameAnalyzer) and write the annotated frames and
+    the results to `sinks`. The source is opened if it is not yet; the source and sinks are closed at the
+    end (the analyzer is not: it may serve another run)."""
+    if getattr(source, "info", None) is None:
+        source.open()
+    return run_stages(source, analyzer_stages(analyzer), sinks, max_frames=max_frames, queue_size=queue_size,
+                      progress=progress, on_frame=on_frame)

@@ -1,0 +1,395 @@
+"""Where results go: an annotated video (or image), and per-frame rows as CSV or JSON Lines.
+
+Every sink opens its file when it is built, so an unwritable path fails with one StreamFerError before any
+frame is processed, and every sink is closed in a `finally`, so an interrupted run leaves files that are
+complete up to the last processed frame: the video is a properly finalised, playable container and the
+row files are flushed regularly.
+
+A sink has one method for data, `write(frame, result, annotated)`, and `close()`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream_fer.errors import StreamFerError
+from stream_fer.frames import Frame, FrameResult
+from stream_fer.sources import VideoInfo
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".m4v"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+DEFAULT_TIME_BASE = Fraction(1, 90000)
+
+
+class Sink(Protocol):
+    path: Path
+
+    def write(self, frame: Frame, result: FrameResult, annotated: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def check_writable(path: str | Path) -> Path:
+    """The path, after proving a file can be created there; otherwise one StreamFerError.
+    A file this check creates is removed again."""
+    p = Path(path)
+    if p.is_dir():
+        raise StreamFerError(f"cannot write {p}: it is a directory")
+    existed = p.exists()
+    if not p.parent.is_dir():
+        if p.parent.exists():
+            raise StreamFerError(f"cannot write {p}: {p.parent} is not a directory")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StreamFerError(f"cannot write {p}: cannot create {p.parent} ({exc.strerror or exc})") from None
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as exc:
+        raise StreamFerError(f"cannot write {p}: {exc.strerror or exc}") from None
+    if not existed:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return p
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: scalars as they are (floats rounded to 6 places), None as empty, containers as JSON."""
+    value = _jsonable(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+RowsOf = Callable[[FrameResult], list[dict]]
+
+
+def _default_rows(result: FrameResult) -> list[dict]:
+    from stream_fer.records import to_row
+
+    return to_row(result)
+
+
+class _RowSink:
+    """Shared by the CSV and JSONL sinks: opens at once, flushes at least every `flush_every` seconds."""
+
+    def __init__(self, path: str | Path, rows_of: RowsOf | None = None, flush_every: float = 1.0) -> None:
+        self.path = check_writable(path)
+        self._rows_of = rows_of or _default_rows
+        self._flush_every = flush_every
+        self._last_flush = time.monotonic()
+        self.rows = 0
+        try:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise StreamFerError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def write(self, frame: Frame, result: FrameResult, annotated: np.ndarray | None = None) -> None:
+        for row in self._rows_of(result):
+            self._write_row(row)
+            self.rows += 1
+        now = time.monotonic()
+        if now - self._last_flush >= self._flush_every:
+            self._file.flush()
+            self._last_flush = now
+
+    def _write_row(self, row: dict) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class CsvSink(_RowSink):
+    """One row per face per frame (one row with empty face fields for a frame without faces). The header is
+    fixed when the file opens, from the model's vocabulary, not from the first row; keys a row has beyond
+    it are reported once and left out."""
+
+    def __init__(self, path: str | Path, columns: Sequence[str], rows_of: RowsOf | None = None,
+                 flush_every: float = 1.0) -> None:
+        super().__init__(path, rows_of, flush_every)
+        self.columns = list(columns)
+        self._known = set(self.columns)
+        self._warned: set[str] = set()
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.columns)
+        self._file.flush()
+
+    def _write_row(self, row: dict) -> None:
+        extra = set(row) - self._known - self._warned
+        if extra:
+            log.warning("%s: columns not in the header are left out: %s", self.path.name, ", ".join(sorted(extra)))
+            self._warned |= extra
+        self._writer.writerow([_cell(row.get(c)) for c in self.columns])
+
+
+class JsonlSink(_RowSink):
+    """One JSON object per face per frame, one per line."""
+
+    def _write_row(self, row: dict) -> None:
+        self._file.write(json.dumps(_jsonable(row), separators=(",", ":"), allow_nan=False) + "\n")
+
+
+class ImageSink:
+    """The annotated picture of a still-image input."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = check_writable(path)
+        self.frames = 0
+
+    def write(self, frame: Frame, result: FrameResult, annotated: np.ndarray) -> None:
+        from stream_fer.images import write_rgb
+
+        write_rgb(self.path, annotated)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class _AudioCopier:
+    """Copies (remuxes, no re-encoding) the input file's first audio stream into the output, interleaved
+    with the video: audio up to the time of the last written video frame goes in as the video advances."""
+
+    def __init__(self, source_path: Path, output) -> None:
+        import av
+
+        self._input = av.open(str(source_path), mode="r", metadata_errors="ignore")
+        in_stream = self._input.streams.audio[0]
+        self.stream = output.add_stream_from_template(in_stream)
+        self._tb = in_stream.time_base
+        self._packets = self._input.demux(in_stream)
+        self._pending = None
+        self._output = output
+        self.copied = 0
+        self.codec = in_stream.codec_context.name
+
+    def _next(self):
+        if self._pending is None:
+            for packet in self._packets:
+                if packet.dts is not None and packet.size:
+                    self._pending = packet
+                    break
+        return self._pending
+
+    def advance(self, until: float | None) -> None:
+        """Mux audio packets starting before `until` seconds (all that remain when None)."""
+        while (packet := self._next()) is not None:
+            start = float(packet.pts * self._tb) if packet.pts is not None else float(packet.dts * self._tb)
+            if until is not None and start >= until:
+                return
+            packet.stream = self.stream
+            self._output.mux(packet)
+            self._pending = None
+            self.copied += 1
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class VideoSink:
+    """The annotated video: H.264 (libx264, yuv420p) with the input's frame count and timing (each frame
+    keeps its input pts in the input's time base) and the input's audio copied when present.
+    Odd frame sizes are padded by one pixel (4:2:0 needs even sizes)."""
+
+    def __init__(self, path: str | Path, info: VideoInfo, copy_audio: bool = True, crf: int = 23,
+                 preset: str = "veryfast", threads: int = 0) -> None:
+        import av
+
+        self.path = check_writable(path)
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise StreamFerError(f"cannot write video to {self.path}: use one of "
+                                 f"{', '.join(sorted(VIDEO_SUFFIXES))}")
+        self.info = info
+        self.frames = 0
+        self._last_pts: int | None = None
+        self._last_time = 0.0
+        self._frame_duration = 1.0 / (info.fps or 30.0)
+        self._time_base = info.time_base or DEFAULT_TIME_BASE
+        self._closed = False
+        self._audio: _AudioCopier | None = None
+        try:
+            self._container = av.open(str(self.path), mode="w")
+        except (av.FFmpegError, OSError) as exc:
+            raise StreamFerError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            rate = Fraction(info.fps).limit_denominator(1001) if info.fps else Fraction(30)
+            options = {"preset": preset, "crf": str(crf)}
+            if info.live:
+                options["tune"] = "zerolatency"
+            stream = self._container.add_stream("libx264", rate=rate, options=options)
+            stream.width = info.width + (info.width % 2)
+            stream.height = info.height + (info.height % 2)
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = self._time_base
+            stream.time_base = self._time_base
+            if threads:
+                stream.codec_context.thread_count = threads
+            self._stream = stream
+            if copy_audio and info.has_audio and info.path is not None:
+                try:
+                    self._audio = _AudioCopier(info.path, self._container)
+                except (av.FFmpegError, ValueError, IndexError) as exc:
+                    log.warning("the input's audio cannot be copied into %s (%s); writing video only",
+                                self.path.name, exc)
+                    self._audio = None
+        except BaseException:
+            self._abort()
+            raise
+
+    @property
+    def audio_packets(self) -> int:
+        return self._audio.copied if self._audio else 0
+
+    def write(self, frame: Frame, result: FrameResult | None, annotated: np.ndarray) -> None:
+        import av
+
+        rgb = annotated
+        h, w = rgb.shape[:2]
+        if (w, h) != (self._stream.width, self._stream.height):
+            rgb = self._fit(rgb)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        pts = self._pts(frame)
+        vf.pts = pts
+        vf.time_base = self._time_base
+        self._last_time = float(pts * self._time_base)
+        try:
+            for packet in self._stream.encode(vf):
+                self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.advance(self._last_time)
+        except (av.FFmpegError, OSError) as exc:
+            raise StreamFerError(f"writing {self.path} failed: {getattr(exc, 'strerror', None) or exc}") from None
+        self.frames += 1
+
+    def _pts(self, frame: Frame) -> int:
+        """The frame's own pts when it carries one in our time base, else one from its timestamp; always
+        strictly increasing (an encoder rejects repeats)."""
+        if frame.pts is not None and frame.time_base == self._time_base:
+            pts = int(frame.pts)
+        else:
+            pts = int(round(frame.timestamp / self._time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    def _fit(self, rgb: np.ndarray) -> np.ndarray:
+        """Pad (edge-replicate) or crop to the stream's size."""
+        W, H = self._stream.width, self._stream.height
+        h, w = rgb.shape[:2]
+        rgb = rgb[:H, :W]
+        if h < H or w < W:
+            rgb = np.pad(rgb, ((0, max(0, H - h)), (0, max(0, W - w)), (0, 0)), mode="edge")
+        return rgb
+
+    def close(self) -> None:
+        """Flush the encoder, add the audio that belongs to the written video, finalise the container.
+        Safe to call twice, and after an error."""
+        import av
+
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.frames:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                if self._audio is not None:
+                    complete = self.info.frame_count is not None and self.frames >= self.info.frame_count
+                    self._audio.advance(None if complete else self._last_time + self._frame_duration)
+        except (av.FFmpegError, OSError) as exc:
+            log.error("finishing %s failed: %s", self.path, exc)
+        finally:
+            self._abort()
+        if self.frames == 0:
+            log.warning("no frames were written; removing the empty %s", self.path)
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+    def _abort(self) -> None:
+        if self._audio is not None:
+            try:
+                self._audio.close()
+            except Exception:
+                pass
+        try:
+            self._container.close()
+        except Exception as exc:  # nothing was written: the muxer has no header to finish
+            log.debug("closing %s: %s", self.path, exc)
+
+
+def video_info_of(path: str | Path) -> dict:
+    """Frame count, per-frame times (seconds) and audio packet count of a video file: for checks and tests."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times = [float(f.pts * stream.time_base) for f in container.decode(stream)]
+    with av.open(str(path)) as container:
+        audio = [s.index for s in container.streams.audio]
+        audio_packets = sum(1 for p in container.demux(*container.streams.audio) if p.size) if audio else 0
+    return {"frames": len(times), "times": times, "audio_packets": audio_packets}
+
+
+def make_row_sinks(csv_path: str | Path | None, jsonl_path: str | Path | None, columns: Iterable[str],
+                   rows_of: RowsOf | None = None) -> list[_RowSink]:
+    sinks: list[_RowSink] = []
+    try:
+        if csv_path:
+            sinks.append(CsvSink(csv_path, list(columns), rows_of))
+        if jsonl_path:
+            sinks.append(JsonlSink(jsonl_path, rows_of))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def remove_if_empty(path: Path) -> None:
+    try:
+        if path.exists() and os.path.getsize(path) == 0:
+            path.unlink()
+    except OSError:
+        pass
