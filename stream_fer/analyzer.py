@@ -1,0 +1,231 @@
+"""The per-frame analysis: landmarks -> align + classify -> track + smooth -> render.
+
+`FrameAnalyzer` is the one code path that the CLI's threaded pipeline, the Gradio app and the tests share.
+Its four stages are separate methods so the pipeline can run each in its own thread; each stage owns its
+state (the landmarker, the engine, the tracker and smoother), so running them concurrently in order is
+safe. `analyze(frame)` runs all four in sequence.
+
+    detect(frame)            -> Detected     MediaPipe landmarks and blendshapes (VIDEO mode: frame times)
+    classify(detected)       -> Classified   aligned crops, one batched engine call, attention vs AU maps
+    track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order)
+    render(frame, result)    -> RGB array    the annotated copy
+
+Each stage records its latency in milliseconds under "landmarks", "classify", "track" and "render".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream_fer.align import align_faces
+from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
+from stream_fer.face.alignment import apply_affine
+from stream_fer.face.au_maps import BLUR_SIGMA_FRACTION, gaussian_blur, region_masks
+from stream_fer.frames import FaceResult, Frame, FrameResult
+from stream_fer.landmarks import FaceLandmarks, Landmarker
+from stream_fer.render import OverlayOptions, render_frame
+from stream_fer.smoothing import make_smoother
+from stream_fer.tracking import FaceTracker
+
+log = logging.getLogger(__name__)
+
+ALL_AUS = tuple(ACTION_UNITS.values())
+STAGES = ("landmarks", "classify", "track", "render")
+
+
+@dataclass(frozen=True)
+class Detected:
+    """A frame and the faces MediaPipe found in it."""
+
+    frame: Frame
+    faces: tuple[FaceLandmarks, ...]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassifiedFace:
+    """One face after the model: everything of a FaceResult except the track id and the smoothing."""
+
+    landmarks: FaceLandmarks
+    box: tuple[float, float, float, float]
+    align_matrix: np.ndarray  # (2, 3) frame -> crop
+    raw_probs: np.ndarray  # (K,)
+    attention: np.ndarray  # (h, w)
+    cams: np.ndarray  # (K, h, w)
+    att_au_cosines: dict[str, float]  # expression -> cosine(attention, that expression's AU map)
+    au_attention_share: dict[int, float]  # AU number -> share of attention inside its region
+
+
+@dataclass(frozen=True)
+class Classified:
+    frame: Frame
+    faces: tuple[ClassifiedFace, ...]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+def with_latency(result: FrameResult, stage: str, ms: float) -> FrameResult:
+    """A copy of `result` with one more stage latency recorded (results are frozen; never mutate them)."""
+    return dataclasses.replace(result, latency_ms={**result.latency_ms, stage: float(ms)})
+
+
+def _ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def attention_vs_aus(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
+                     class_names: tuple[str, ...]) -> tuple[dict[str, float], dict[int, float]]:
+    """How the model's attention relates to the AU regions of this face, in crop space at crop_size:
+
+    - cosines: per expression with an AU pattern, the cosine between the attention (upsampled bilinearly
+      to crop_size and shifted to be non-negative: METHOD.md's ATT-COS) and that expression's AU map
+      (the same map as stream_fer.face.au_maps.expression_map, built once from shared region masks);
+    - shares: per AU (all 18), the fraction of the (non-negative) attention inside its region; regions
+      overlap, so shares need not sum to 1.
+    """
+    att = cv2.resize(np.asarray(attention, dtype=np.float32), (crop_size, crop_size),
+                     interpolation=cv2.INTER_LINEAR).astype(np.float64)
+    masks = region_masks(crop_points, crop_size, ALL_AUS, crop_size)
+    positive = np.maximum(att, 0.0)
+    total = float(positive.sum())
+    shares = {n: (float(positive[m].sum()) / total if total > 0 else 0.0) for n, m in masks.items()}
+    shifted = (att - att.min()).ravel()
+    norm_att = float(np.linalg.norm(shifted))
+    cosines: dict[str, float] = {}
+    sigma = BLUR_SIGMA_FRACTION * crop_size
+    for name in class_names:
+        numbers = EXPRESSION_AUS.get(name, ())
+        if not numbers:
+            continue
+        hard = np.zeros((crop_size, crop_size), dtype=np.float64)
+        for n in numbers:
+            np.maximum(hard, masks[n], out=hard)
+        if not hard.any():
+            continue
+        soft = gaussian_blur(hard, sigma)
+        lo, hi = soft.min(), soft.max()
+        if hi - lo < 1e-8:
+            continue
+        au_map = ((soft - lo) / (hi - lo)).ravel()
+        denom = max(norm_att, 1e-8) * max(float(np.linalg.norm(au_map)), 1e-8)
+        cosines[name] = float(shifted @ au_map / denom)
+    return cosines, shares
+
+
+class FrameAnalyzer:
+    """Landmarks, classification, tracking, smoothing and rendering for a stream of frames."""
+
+    def __init__(self, engine=None, landmarker_path: str | Path | None = None, max_faces: int = 1,
+                 smoothing: str = "ema", smoothing_strength: float = 0.6,
+                 overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
+                 track_max_distance: float = 0.6, min_detection_confidence: float = 0.5):
+        if engine is None:
+            from engines.select import load_engine
+
+            engine = load_engine()
+        if max_faces < 1:
+            raise ValueError("max_faces must be at least 1")
+        self.engine = engine
+        self.info = engine.info
+        self.class_names: tuple[str, ...] = tuple(engine.info.class_names)
+        unknown = [c for c in self.class_names if c not in EXPRESSION_AUS]
+        if unknown:
+            log.warning("model classes without an AU pattern (no AU map, no cosine): %s", ", ".join(unknown))
+        self.crop_size = int(engine.info.input_size)
+        self.overlays = overlays
+        self.mode = mode
+        self.max_faces = max_faces
+        self._landmarker_args = (landmarker_path, mode, max_faces, min_detection_confidence)
+        self.landmarker = Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
+                                     min_detection_confidence=min_detection_confidence)
+        self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
+        self.smoother = make_smoother(smoothing, smoothing_strength)
+        log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(engine, "name", "?"),
+                  self.crop_size, engine.info.map_size, self.smoother)
+
+    # --- stages -------------------------------------------------------------------------------------
+
+    def detect(self, frame: Frame) -> Detected:
+        t0 = time.perf_counter()
+        ts_ms = None if self.mode == "image" else int(round(frame.timestamp * 1000.0))
+        faces = tuple(self.landmarker.detect(frame.rgb, ts_ms))
+        return Detected(frame, faces, {"landmarks": _ms_since(t0)})
+
+    def classify(self, detected: Detected) -> Classified:
+        t0 = time.perf_counter()
+        faces = detected.faces
+        out_faces: list[ClassifiedFace] = []
+        if faces:
+            crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
+            out = self.engine.infer(crops)
+            for i, lm in enumerate(faces):
+                crop_pts = apply_affine(matrices[i], lm.points)
+                cosines, shares = attention_vs_aus(out.attention[i], crop_pts, self.crop_size,
+                                                   self.class_names)
+                out_faces.append(ClassifiedFace(
+                    landmarks=lm, box=lm.box, align_matrix=matrices[i],
+                    raw_probs=np.asarray(out.probs[i], dtype=np.float32),
+                    attention=np.asarray(out.attention[i], dtype=np.float32),
+                    cams=np.asarray(out.cams[i], dtype=np.float32),
+                    att_au_cosines=cosines, au_attention_share=shares))
+        latency = {**detected.latency_ms, "classify": _ms_since(t0)}
+        return Classified(detected.frame, tuple(out_faces), latency)
+
+    def track(self, classified: Classified) -> FrameResult:
+        """Track ids and smoothed probabilities; stateful: call once per frame, in frame order."""
+        t0 = time.perf_counter()
+        frame = classified.frame
+        update = self.tracker.update([f.box for f in classified.faces])
+        for track_id in update.ended:
+            self.smoother.end(track_id)
+        results = []
+        for face, track_id in zip(classified.faces, update.track_ids):
+            probs = self.smoother.update(track_id, face.raw_probs, frame.timestamp)
+            label = self.class_names[int(np.argmax(probs))]
+            results.append(FaceResult(
+                track_id=track_id, box=face.box, landmarks=face.landmarks.points,
+                blendshapes=face.landmarks.blendshapes, align_matrix=face.align_matrix,
+                raw_probs=face.raw_probs, probs=probs, label=label, attention=face.attention, cams=face.cams,
+                att_au_cosine=face.att_au_cosines.get(label), au_attention_share=face.au_attention_share))
+        latency = {**classified.latency_ms, "track": _ms_since(t0)}
+        return FrameResult(frame.index, frame.timestamp, tuple(results), latency)
+
+    def render(self, frame: Frame, result: FrameResult) -> np.ndarray:
+        """An annotated RGB copy of the frame (use `render_timed` to also record the latency)."""
+        return render_frame(frame.rgb, result, self.overlays, self.crop_size, self.class_names)
+
+    def render_timed(self, frame: Frame, result: FrameResult) -> tuple[np.ndarray, FrameResult]:
+        t0 = time.perf_counter()
+        annotated = self.render(frame, result)
+        return annotated, with_latency(result, "render", _ms_since(t0))
+
+    def analyze(self, frame: Frame) -> tuple[np.ndarray, FrameResult]:
+        """The whole per-frame analysis: (annotated RGB frame, results)."""
+        return self.render_timed(frame, self.track(self.classify(self.detect(frame))))
+
+    # --- life cycle ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget tracks and smoothing state (a new stream starts); in VIDEO mode also restart the
+        landmarker, whose timestamps must keep increasing."""
+        self.tracker.reset()
+        self.smoother.reset()
+        if self.mode == "video":
+            path, mode, max_faces, conf = self._landmarker_args
+            self.landmarker.close()
+            self.landmarker = Landmarker(path, mode=mode, max_faces=max_faces, min_detection_confidence=conf)
+
+    def close(self) -> None:
+        self.landmarker.close()
+
+    def __enter__(self) -> FrameAnalyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,483 @@
+"""Drawing the analysis onto the video: per face a box, the smoothed label, probability bars, the attention
+map warped back onto the face, and the predicted expression's AU regions with their FACS names; plus
+an explanation panel for one face (the app uses it).
+
+Every size (fonts, lines, panels) follows the face's size, within bounds set by the frame's size, so
+the overlay reads the same at 640x360 and 1920x1080. Shapes and heatmaps are drawn with OpenCV straight
+onto the frame, only over the pixels they cover; text uses Pillow's bundled FreeType font (anti-aliased at
+any size), rasterised once per (text, size) and cached, then blended in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from stream_fer.align import crop_map_to_frame, frame_roi, to_gray, warp_crop
+from stream_fer.draw import au_colour, draw_au_regions
+from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS, aus_for
+from stream_fer.face.alignment import apply_affine
+from stream_fer.face.au_maps import expression_map
+from stream_fer.face.classes import CLASS_NAMES
+from stream_fer.frames import FaceResult, FrameResult
+
+log = logging.getLogger(__name__)
+
+Colour = tuple[int, int, int]
+
+# One colour per class (RGB).
+CLASS_COLOURS: dict[str, Colour] = {
+    "neutral": (176, 184, 196),
+    "happiness": (255, 196, 36),
+    "surprise": (64, 214, 232),
+    "sadness": (96, 144, 255),
+    "anger": (255, 80, 72),
+    "disgust": (112, 206, 80),
+    "fear": (190, 128, 255),
+}
+PANEL_BG: Colour = (18, 20, 26)
+PANEL_OPACITY = 0.8
+TEXT: Colour = (240, 242, 246)
+MUTED: Colour = (150, 156, 168)
+BAR_TRACK: Colour = (58, 62, 72)  # an empty bar, on the panel
+DARK: Colour = (16, 18, 24)
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    """Which overlays to draw. `panel` adds the explanation panel of the largest face at the bottom left."""
+
+    box: bool = True
+    label: bool = True
+    bars: bool = True
+    attention: bool = True
+    au_regions: bool = True
+    panel: bool = False
+    attention_opacity: float = 0.6  # peak opacity of the heatmap, where attention is highest
+
+
+def class_colour(name: str) -> Colour:
+    return CLASS_COLOURS.get(name, (255, 255, 255))
+
+
+# --- low-level drawing --------------------------------------------------------------------------------
+
+@lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=max(6, int(size)))
+
+
+@lru_cache(maxsize=4096)
+def _text_mask(text: str, size: int) -> tuple[np.ndarray, int, int]:
+    """(coverage uint8 (h, w), dx, dy): the text rasterised, anchored at its left middle ("lm"); dx, dy
+    place the mask's top-left corner relative to the anchor point."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text, anchor="lm")
+    w, h = max(1, right - left), max(1, bottom - top)
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).text((-left, -top), text, font=font, fill=255, anchor="lm")
+    mask = np.asarray(img)
+    mask.setflags(write=False)
+    return mask, left, top
+
+
+def text_width(text: str, size: int) -> int:
+    return int(np.ceil(_font(size).getlength(text)))
+
+
+def _blend_mask(canvas: np.ndarray, x: int, y: int, mask: np.ndarray, colour: Colour,
+                opacity: float = 1.0) -> None:
+    """canvas <- canvas + (colour - canvas) * mask / 255 * opacity over the mask's footprint at (x, y),
+    clipped to the canvas."""
+    h, w = mask.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    m = mask[y0 - y:y1 - y, x0 - x:x1 - x].astype(np.float32) * (opacity / 255.0)
+    dst = canvas[y0:y1, x0:x1]
+    col = np.asarray(colour, dtype=np.float32)
+    dst[:] = (dst + (col - dst) * m[..., None] + 0.5).astype(np.uint8)
+
+
+def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colour: Colour,
+             align: str = "left", opacity: float = 1.0) -> None:
+    """Text with its left (or right, align="right") edge at x, vertically centred on cy."""
+    if not text:
+        return
+    mask, dx, dy = _text_mask(text, int(size))
+    if align == "right":
+        x = x - text_width(text, size)
+    _blend_mask(canvas, int(round(x + dx)), int(round(cy + dy)), mask, colour, opacity)
+
+
+@lru_cache(maxsize=256)
+def _rounded_mask(w: int, h: int, radius: int) -> np.ndarray:
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).rounded_rectangle((0, 0, w - 1, h - 1), radius=max(0, min(radius, h // 2, w // 2)),
+                                          fill=255)
+    mask = np.asarray(img)
+    mask.setflags(write=False)
+    return mask
+
+
+def fill_rounded(canvas: np.ndarray, x: int, y: int, w: int, h: int, radius: int, colour: Colour,
+                 opacity: float = 1.0) -> None:
+    if w < 1 or h < 1:
+        return
+    _blend_mask(canvas, int(x), int(y), _rounded_mask(int(w), int(h), int(radius)), colour, opacity)
+
+
+def _heat_rgb(values: np.ndarray, colormap: int = cv2.COLORMAP_TURBO) -> np.ndarray:
+    """values in [0, 1] (H, W) -> RGB uint8 (H, W, 3)."""
+    u8 = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, colormap), cv2.COLOR_BGR2RGB)
+
+
+def _normalise(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi - lo > 1e-8 else np.zeros_like(a)
+
+
+# --- per-face layout ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Scale:
+    """Sizes for one face, in pixels."""
+
+    font: int  # label text
+    small: int  # panel text
+    line: int  # box and outline thickness
+    pad: int
+
+    @classmethod
+    def for_face(cls, face_h: float, frame_h: int) -> _Scale:
+        font = float(np.clip(0.07 * face_h, max(13.0, frame_h / 56), max(14.0, frame_h / 30)))
+        small = max(12, round(font * 0.82))
+        line = max(1, round(font / 10))
+        return cls(round(font), small, line, max(3, round(font * 0.35)))
+
+
+def face_box(face: FaceResult, shape) -> tuple[int, int, int, int]:
+    """The drawn box: the mesh bounds, padded (more at the top: the mesh stops at the hairline), clipped."""
+    x0, y0, x1, y1 = face.box
+    w, h = x1 - x0, y1 - y0
+    h_img, w_img = shape[:2]
+    return (int(max(0, x0 - 0.06 * w)), int(max(0, y0 - 0.08 * h)),
+            int(min(w_img - 1, x1 + 0.06 * w)), int(min(h_img - 1, y1 + 0.04 * h)))
+
+
+def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opacity: float) -> None:
+    """The attention map, warped from crop space onto the face, coloured and blended with an opacity that
+    grows with attention (low attention leaves the face untouched), limited to the face's outline.
+    Computed at up to 192 px across and upsampled: a heatmap has no fine detail to lose."""
+    roi = frame_roi(face.align_matrix, crop_size, canvas.shape)
+    if roi is None:
+        return
+    x0, y0, x1, y1 = roi
+    rw, rh = x1 - x0, y1 - y0
+    f = min(1.0, 192.0 / max(rw, rh))
+    sw, sh = max(2, round(rw * f)), max(2, round(rh * f))
+    # Frame -> small patch: scale about the ROI origin (pixel centres).
+    to_small = np.array([[sw / rw, 0, 0.5 * sw / rw - 0.5 - x0 * sw / rw],
+                         [0, sh / rh, 0.5 * sh / rh - 0.5 - y0 * sh / rh], [0, 0, 1]])
+    small_matrix = (np.vstack([face.align_matrix, [0, 0, 1]]) @ np.linalg.inv(to_small))[:2]
+    att = np.asarray(face.attention, dtype=np.float32)
+    att = att - att.min()
+    att = att / max(float(att.max()), 1e-8)
+    heat = crop_map_to_frame(att, small_matrix, crop_size, (sh, sw), (0, 0, sw, sh))
+    if heat is None:
+        return
+    np.clip(heat, 0.0, 1.0, out=heat)
+    mask = np.zeros((sh, sw), dtype=np.uint8)
+    pts = face.landmarks[:, :2] @ to_small[:2, :2].T + to_small[:2, 2]
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 255, cv2.LINE_AA)
+    sigma = max(0.8, 0.025 * (face.box[3] - face.box[1]) * f)
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    alpha = (opacity / 255.0) * mask.astype(np.float32) * heat
+    colours = _heat_rgb(heat)
+    if (sw, sh) != (rw, rh):
+        alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        colours = cv2.resize(colours, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    dst = canvas[y0:y1, x0:x1]
+    dst[:] = cv2.blendLinear(colours, dst, alpha, 1.0 - alpha)
+
+
+def _draw_box(canvas: np.ndarray, box, colour: Colour, scale: _Scale) -> None:
+    """A thin frame with heavier corner brackets."""
+    x0, y0, x1, y1 = box
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, max(1, scale.line // 2), cv2.LINE_AA)
+    arm = int(0.16 * min(x1 - x0, y1 - y0))
+    t = scale.line + 1
+    for cx, cy, dx, dy in ((x0, y0, 1, 1), (x1, y0, -1, 1), (x0, y1, 1, -1), (x1, y1, -1, -1)):
+        cv2.line(canvas, (cx, cy), (cx + dx * arm, cy), colour, t, cv2.LINE_AA)
+        cv2.line(canvas, (cx, cy), (cx, cy + dy * arm), colour, t, cv2.LINE_AA)
+
+
+def _draw_au_outlines(canvas: np.ndarray, face: FaceResult, scale: _Scale) -> None:
+    """The label's AU regions outlined on the face, each tagged with its AU code (the panel beside the face
+    spells out the FACS names)."""
+    aus = aus_for(face.label) if face.label in EXPRESSION_AUS else ()
+    if not aus:
+        return
+    x0, y0, x1, y1 = face_box(face, canvas.shape)
+    pad = int(0.15 * (x1 - x0))
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(W, x1 + pad), min(H, y1 + pad)
+    sub = canvas[y0:y1, x0:x1]  # draw_au_regions copies what it is given: give it the face only
+    pts = face.landmarks[:, :2] - (x0, y0)
+    sub[:] = draw_au_regions(sub, pts, aus, label="code", thickness=max(1, scale.line),
+                             font_scale=scale.small / 32.0)  # Hershey simplex: ~30 px per unit of scale
+
+
+def _draw_label(canvas: np.ndarray, face: FaceResult, box, scale: _Scale) -> None:
+    """'happiness 92%  #1' on a pill in the class colour, above the box (below when there is no room)."""
+    colour = class_colour(face.label)
+    pct = f"{100 * face.confidence:.0f}%"
+    tid = f"#{face.track_id}"
+    fs, ss, gap = scale.font, scale.small, scale.pad
+    w_label, w_pct, w_tid = text_width(face.label, fs), text_width(pct, fs), text_width(tid, ss)
+    w = gap + w_label + gap + w_pct + 2 * gap + w_tid + gap
+    h = round(fs * 1.5)
+    H, W = canvas.shape[:2]
+    y = box[1] - h - scale.line - 1
+    if y < 0:
+        y = min(box[3] + scale.line + 1, H - h)
+    x = int(np.clip(box[0], 0, max(0, W - w)))
+    fill_rounded(canvas, x, y, w, h, h // 3, colour, 0.92)
+    cy = y + h / 2
+    put_text(canvas, face.label, x + gap, cy, fs, DARK)
+    put_text(canvas, pct, x + gap + w_label + gap, cy, fs, DARK)
+    put_text(canvas, tid, x + w - gap, cy, ss, DARK, align="right", opacity=0.65)
+
+
+@dataclass(frozen=True)
+class _PanelLayout:
+    width: int
+    height: int
+    row: int
+    pad: int
+    name_w: int
+    bar_w: int
+    au_rows: tuple  # (ActionUnit, text)
+
+
+def _panel_layout(face: FaceResult, class_names: tuple[str, ...], scale: _Scale, with_bars: bool,
+                  with_aus: bool) -> _PanelLayout | None:
+    fs = scale.small
+    row = round(fs * 1.5)
+    pad = scale.pad + 2
+    name_w = max(text_width(n, fs) for n in class_names)
+    pct_w = text_width("100%", fs)
+    bar_w = round(fs * 5.5)
+    width = pad + name_w + pad + bar_w + pad + pct_w + pad if with_bars else 0
+    aus = aus_for(face.label) if (with_aus and face.label in EXPRESSION_AUS) else ()
+    au_rows = tuple((au, f"{au.code} {au.name}") for au in aus)
+    if au_rows:
+        head_w = text_width("attention in AUs  cos 0.00", fs)
+        width = max(width, pad + row + max(text_width(t, fs) for _, t in au_rows) + 2 * pad + pct_w + pad,
+                    pad + head_w + pad)
+    height = pad + (len(class_names) * row if with_bars else 0)
+    if au_rows:
+        height += (pad if with_bars else 0) + row * (1 + len(au_rows))
+    if height <= pad:
+        return None
+    return _PanelLayout(width, height + pad, row, pad, name_w, bar_w, au_rows)
+
+
+def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: FaceResult,
+                class_names: tuple[str, ...], scale: _Scale, with_bars: bool) -> None:
+    """The side panel: a bar per class (smoothed probability), then the expression's AUs with their FACS
+    names and attention shares, and the attention-AU cosine."""
+    L, fs = layout, scale.small
+    fill_rounded(canvas, x, y, L.width, L.height, max(3, fs // 2), PANEL_BG, PANEL_OPACITY)
+    right = x + L.width - L.pad
+    yy = y + L.pad
+    if with_bars:
+        top = int(np.argmax(face.probs))
+        bh = max(3, round(L.row * 0.4))
+        for k, name in enumerate(class_names):
+            p = float(np.clip(face.probs[k], 0.0, 1.0))
+            cy = yy + L.row / 2
+            ink = TEXT if k == top else MUTED
+            put_text(canvas, name, x + L.pad, cy, fs, ink)
+            bx = x + L.pad + L.name_w + L.pad
+            by = int(round(cy - bh / 2))
+            fill_rounded(canvas, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
+            fill_w = round(L.bar_w * p)
+            if fill_w >= 1:
+                fill_rounded(canvas, bx, by, max(fill_w, bh), bh, bh // 2, class_colour(name),
+                             1.0 if k == top else 0.6)
+            put_text(canvas, f"{100 * p:.0f}%", right, cy, fs, ink, align="right")
+            yy += L.row
+    if L.au_rows:
+        if with_bars:
+            ly = int(yy + L.pad / 2)
+            cv2.line(canvas, (x + L.pad, ly), (right, ly), MUTED, 1, cv2.LINE_AA)
+            yy += L.pad
+        cos = face.att_au_cosine
+        put_text(canvas, "attention in AUs" + ("" if cos is None else f"  cos {cos:.2f}"), x + L.pad,
+                 yy + L.row / 2, fs, MUTED)
+        yy += L.row
+        for au, text in L.au_rows:
+            cy = yy + L.row / 2
+            colour = au_colour(au.number)
+            r = max(3, round(fs * 0.33))
+            cv2.circle(canvas, (int(x + L.pad + r), int(round(cy))), r, colour, max(1, fs // 8), cv2.LINE_AA)
+            put_text(canvas, text, x + L.pad + L.row, cy, fs, colour)
+            share = face.au_attention_share.get(au.number)
+            if share is not None:
+                put_text(canvas, f"{100 * share:.0f}%", right, cy, fs, TEXT, align="right")
+            yy += L.row
+
+
+def _place_side(box, w: int, h: int, shape, gap: int) -> tuple[int, int]:
+    """Beside the box: right if it fits, else left, else against the frame edge with more room."""
+    x0, y0, x1, _ = box
+    H, W = shape[:2]
+    y = int(np.clip(y0, 0, max(0, H - h)))
+    if x1 + gap + w <= W:
+        return x1 + gap, y
+    if x0 - gap - w >= 0:
+        return x0 - gap - w, y
+    return (W - w, y) if W - x1 >= x0 else (0, y)
+
+
+def render_face(canvas: np.ndarray, face: FaceResult, options: OverlayOptions, crop_size: int,
+                class_names: tuple[str, ...]) -> None:
+    """Draw one face's overlays onto `canvas` in place."""
+    box = face_box(face, canvas.shape)
+    scale = _Scale.for_face(face.box[3] - face.box[1], canvas.shape[0])
+    if options.attention and face.attention is not None and face.attention.size:
+        _blend_attention(canvas, face, crop_size, options.attention_opacity)
+    if options.au_regions:
+        _draw_au_outlines(canvas, face, scale)
+    if options.box:
+        _draw_box(canvas, box, class_colour(face.label), scale)
+    if options.label:
+        _draw_label(canvas, face, box, scale)
+    if options.bars or options.au_regions:
+        layout = _panel_layout(face, class_names, scale, options.bars, options.au_regions)
+        if layout is not None:
+            x, y = _place_side(box, layout.width, layout.height, canvas.shape, gap=2 * scale.pad)
+            _draw_panel(canvas, x, y, layout, face, class_names, scale, options.bars)
+
+
+def render_frame(rgb: np.ndarray, result: FrameResult, options: OverlayOptions = OverlayOptions(),
+                 crop_size: int = 48, class_names: tuple[str, ...] = CLASS_NAMES) -> np.ndarray:
+    """An annotated RGB copy of `rgb` with every face of `result` drawn on it."""
+    canvas = np.array(rgb, dtype=np.uint8, copy=True)
+    for face in result.faces:
+        render_face(canvas, face, options, crop_size, class_names)
+    if options.panel and result.faces:
+        largest = max(result.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        tile = int(np.clip(canvas.shape[0] / 4.5, 80, 240))
+        panel = explanation_panel(rgb, largest, crop_size, tile=tile, class_names=class_names)
+        ph, pw = panel.shape[:2]
+        H, W = canvas.shape[:2]
+        if pw <= W and ph <= H:
+            x, y = _quietest_corner(W, H, pw, ph, [face_box(f, canvas.shape) for f in result.faces])
+            dst = canvas[y:y + ph, x:x + pw]
+            dst[:] = cv2.addWeighted(panel, 0.92, dst, 0.08, 0)
+    return canvas
+
+
+def _quietest_corner(W: int, H: int, w: int, h: int, boxes) -> tuple[int, int]:
+    """The frame corner where a w x h panel covers the least face area (bottom left on ties)."""
+    def overlap(corner: tuple[int, int]) -> float:
+        x, y = corner
+        return sum(max(0, min(x + w, bx1) - max(x, bx0)) * max(0, min(y + h, by1) - max(y, by0))
+                   for bx0, by0, bx1, by1 in boxes)
+
+    corners = [(0, H - h), (W - w, H - h), (0, 0), (W - w, 0)]
+    return min(corners, key=overlap)
+
+
+# --- the explanation panel ----------------------------------------------------------------------------
+
+def _overlay_tile(gray: np.ndarray, values: np.ndarray | None, opacity: float = 0.6) -> np.ndarray:
+    """A grayscale tile with a heatmap (values in [0, 1], tile-sized) blended in proportion to value."""
+    base = np.repeat(gray[..., None], 3, axis=2)
+    if values is None:
+        return base
+    alpha = (opacity * np.clip(values, 0, 1)).astype(np.float32)
+    return cv2.blendLinear(_heat_rgb(values), base, alpha, 1.0 - alpha)
+
+
+def _upsample(m: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(np.asarray(m, dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def explanation_panel(rgb: np.ndarray, face: FaceResult, crop_size: int = 48, tile: int = 192,
+                      class_names: tuple[str, ...] = CLASS_NAMES) -> np.ndarray:
+    """One face explained, as an RGB image of about (tile * 1.15) x (tile * 4.4): the aligned grayscale crop
+    the model saw, with its attention; the class activation map (CAM) of the predicted class; the predicted
+    expression's AU map with its regions; and the share of attention inside each of those AUs, with the
+    attention-AU cosine. `face.label` is the class explained."""
+    font_px = max(11, round(tile / 13))
+    title_h = round(font_px * 1.9)
+    gap = max(4, tile // 32)
+    m_tile = np.asarray(face.align_matrix, dtype=np.float64) * (tile / crop_size)  # frame -> tile-sized crop
+    gray = to_gray(warp_crop(rgb, m_tile, tile))
+    pts_tile = apply_affine(m_tile, face.landmarks)
+    label = face.label
+    k = class_names.index(label) if label in class_names else int(np.argmax(face.probs))
+    has_aus = label in EXPRESSION_AUS and bool(EXPRESSION_AUS[label])
+    aus = aus_for(label) if has_aus else ()
+
+    att = _normalise(_upsample(face.attention, tile))
+    cam = _normalise(np.maximum(_upsample(face.cams[k], tile), 0)) if face.cams is not None else None
+    # The AU map at the crop's resolution (as the cosine uses it), shown upsampled.
+    au_small = expression_map(apply_affine(face.align_matrix, face.landmarks), crop_size, label, crop_size) \
+        if has_aus else None
+    au_map = None if au_small is None else np.clip(_upsample(au_small, tile), 0, 1)
+    au_tile = _overlay_tile(gray, au_map)
+    if aus:
+        au_tile = draw_au_regions(au_tile, pts_tile, aus, label="code", thickness=max(1, tile // 120),
+                                  font_scale=font_px / 36)
+    cam_title = f"CAM {label}" if text_width(f"CAM {label}", font_px) <= tile else "CAM"
+    tiles = [("attention", _overlay_tile(gray, att)), (cam_title, _overlay_tile(gray, cam)),
+             ("AU map" if has_aus else "AU map: none", au_tile)]
+    bars_w = round(tile * 1.3)
+    width = gap + len(tiles) * (tile + gap) + bars_w + gap
+    height = title_h + tile + gap
+    panel = np.empty((height, width, 3), dtype=np.uint8)
+    panel[:] = PANEL_BG
+    for i, (title, img) in enumerate(tiles):
+        x = gap + i * (tile + gap)
+        panel[title_h:title_h + tile, x:x + tile] = img
+        put_text(panel, title, x, title_h / 2, font_px, TEXT)
+    # Per-AU attention shares (for neutral, which has no AUs: the AUs with the most attention).
+    x = gap + len(tiles) * (tile + gap)
+    cos = face.att_au_cosine
+    head = "attention in AUs" + ("" if cos is None else f"  cos {cos:.2f}")
+    put_text(panel, head if text_width(head, font_px) <= bars_w else head.replace("attention in AUs", "AUs"),
+             x, title_h / 2, font_px, TEXT)
+    shown = aus or tuple(ACTION_UNITS[n] for n in sorted(face.au_attention_share,
+                                                         key=lambda n: -face.au_attention_share[n])[:5])
+    if not shown:
+        return panel
+    row = min(round(font_px * 2.4), tile // len(shown))
+    fs = max(9, min(font_px, round(row / 2.4)))
+    longest = max((f"{au.code} {au.name}" for au in shown), key=lambda t: text_width(t, fs))
+    while fs > 9 and text_width(longest, fs) > bars_w - gap:
+        fs -= 1
+    pct_w = text_width("100%", fs)
+    top = max((face.au_attention_share.get(au.number, 0.0) for au in shown), default=0.0) or 1.0
+    for j, au in enumerate(shown):
+        y = title_h + j * row
+        share = face.au_attention_share.get(au.number, 0.0)
+        colour = au_colour(au.number)
+        put_text(panel, f"{au.code} {au.name}", x, y + row * 0.3, fs, colour)
+        bh = max(3, row // 5)
+        by = round(y + row * 0.7 - bh / 2)
+        fill_w = round((bars_w - gap - pct_w - gap) * share / top)
+        fill_rounded(panel, x, by, max(fill_w, bh), bh, bh // 2, colour)
+        put_text(panel, f"{100 * share:.0f}%", x + max(fill_w, bh) + gap, by + bh / 2, fs, TEXT)
+    return panel

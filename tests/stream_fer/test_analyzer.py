@@ -1,0 +1,142 @@
+"""The per-frame analysis end to end on real frames with real MediaPipe and the real ONNX engine: valid
+probabilities, stable ids for two faces, empty frames, stage latencies, and per-face rows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from stream_fer.analyzer import Classified, Detected, FrameAnalyzer, attention_vs_aus
+from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
+from stream_fer.face.alignment import alignment_matrix, apply_affine
+from stream_fer.face.au_maps import expression_map
+from stream_fer.face.classes import CLASS_NAMES
+from stream_fer.records import ROW_FIELDS, to_row
+from stream_fer.render import OverlayOptions
+
+
+@pytest.fixture(scope="module")
+def analyzer(onnx_engine, landmarker_model):
+    """VIDEO mode, up to two faces, three missed frames allowed."""
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, max_faces=2, mode="video",
+                       track_max_missed=3) as a:
+        yield a
+
+
+def test_attention_vs_aus_uses_the_same_maps_as_training(smile):
+    """Cosines computed from the shared region masks equal those against expression_map itself."""
+    m = alignment_matrix(smile.points, 48)
+    crop_pts = apply_affine(m, smile.points)
+    rng = np.random.default_rng(0)
+    att = rng.random((12, 12)).astype(np.float32)
+    cosines, shares = attention_vs_aus(att, crop_pts, 48, CLASS_NAMES)
+    assert set(cosines) == {c for c in CLASS_NAMES if EXPRESSION_AUS[c]}
+    assert set(shares) == set(ACTION_UNITS)
+    import cv2
+
+    up = cv2.resize(att, (48, 48), interpolation=cv2.INTER_LINEAR).astype(np.float64).ravel()
+    up -= up.min()
+    for name, cos in cosines.items():
+        ref = expression_map(crop_pts, 48, name, 48).astype(np.float64).ravel()
+        assert cos == pytest.approx(up @ ref / np.linalg.norm(up) / np.linalg.norm(ref), abs=1e-4), name
+    assert all(0.0 <= s <= 1.0 for s in shares.values())
+    # Uniform attention: each share is the region's share of the crop's area.
+    _, flat = attention_vs_aus(np.ones((12, 12), np.float32), crop_pts, 48, CLASS_NAMES)
+    assert 0.0 < flat[25] < flat[26] < 0.2  # lips part is a small region, jaw drop a larger one
+
+
+def test_one_face_end_to_end(analyzer, smile, make_frame):
+    analyzer.reset()
+    annotated, result = analyzer.analyze(make_frame(smile.rgb, 0))
+    assert annotated.shape == smile.rgb.shape and not np.array_equal(annotated, smile.rgb)
+    assert result.frame_index == 0 and len(result.faces) == 1
+    face = result.faces[0]
+    assert face.track_id == 1
+    for p in (face.raw_probs, face.probs):
+        assert p.shape == (7,) and (p >= 0).all() and p.sum() == pytest.approx(1.0, abs=1e-4)
+    assert face.label in CLASS_NAMES and face.label == CLASS_NAMES[int(face.probs.argmax())]
+    assert face.attention.shape == (analyzer.info.map_size,) * 2 and (face.attention >= 0).all()
+    assert face.cams.shape == (7,) + face.attention.shape
+    assert face.align_matrix.shape == (2, 3) and face.landmarks.shape == (478, 3)
+    if face.label == "neutral":
+        assert face.att_au_cosine is None
+    else:
+        assert -1.0 <= face.att_au_cosine <= 1.0
+    assert set(face.au_attention_share) == set(ACTION_UNITS)
+    assert len(face.blendshapes) == 52
+    assert set(result.latency_ms) == {"landmarks", "classify", "track", "render"}
+    assert all(v >= 0 for v in result.latency_ms.values())
+
+
+def test_stages_are_frozen_and_can_run_one_by_one(analyzer, smile, make_frame):
+    analyzer.reset()
+    frame = make_frame(smile.rgb, 0)
+    detected = analyzer.detect(frame)
+    assert isinstance(detected, Detected) and len(detected.faces) == 1
+    classified = analyzer.classify(detected)
+    assert isinstance(classified, Classified) and classified.frame is frame
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        classified.faces = ()
+    result = analyzer.track(classified)
+    assert set(result.latency_ms) == {"landmarks", "classify", "track"}
+    out = analyzer.render(frame, result)
+    assert out.shape == frame.rgb.shape
+
+
+def test_two_faces_keep_their_ids_and_a_lost_face_ends_its_track(analyzer, two_faces, make_frame):
+    analyzer.reset()
+    index = 0
+    ids_by_side: dict[str, set[int]] = {"left": set(), "right": set()}
+    for shift in (0, 4, 8, 12):
+        _, result = analyzer.analyze(make_frame(np.roll(two_faces, shift, axis=1), index))
+        index += 1
+        assert len(result.faces) == 2
+        for face in result.faces:
+            side = "left" if (face.box[0] + face.box[2]) / 2 < two_faces.shape[1] / 2 else "right"
+            ids_by_side[side].add(face.track_id)
+            assert face.probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert ids_by_side == {"left": {min(ids_by_side["left"])}, "right": {min(ids_by_side["right"])}}
+    assert ids_by_side["left"] != ids_by_side["right"]
+    # No face for 4 frames (> track_max_missed = 3): both tracks end, their smoothing state with them.
+    blank = np.zeros_like(two_faces)
+    for _ in range(4):
+        _, result = analyzer.analyze(make_frame(blank, index))
+        index += 1
+        assert result.faces == ()
+    assert analyzer.tracker.active_ids == () and analyzer.smoother.track_ids == ()
+    _, result = analyzer.analyze(make_frame(two_faces, index))
+    assert {f.track_id for f in result.faces}.isdisjoint(ids_by_side["left"] | ids_by_side["right"])
+
+
+def test_rows_for_faces_and_for_an_empty_frame(analyzer, smile, make_frame):
+    analyzer.reset()
+    _, result = analyzer.analyze(make_frame(smile.rgb, 7, fps=25.0))
+    rows = to_row(result)
+    assert len(rows) == 1 and tuple(rows[0]) == ROW_FIELDS
+    row = rows[0]
+    face = result.faces[0]
+    assert row["frame_index"] == 7 and row["timestamp"] == pytest.approx(7 / 25.0)
+    assert row["track_id"] == face.track_id and row["label"] == face.label and row["num_faces"] == 1
+    assert sum(row[f"p_{c}"] for c in CLASS_NAMES) == pytest.approx(1.0, abs=1e-3)
+    assert sum(row[f"raw_{c}"] for c in CLASS_NAMES) == pytest.approx(1.0, abs=1e-3)
+    assert row["box_x0"] < row["box_x1"] and row["box_y0"] < row["box_y1"]
+    assert all(row[f"share_AU{n}"] is not None for n in ACTION_UNITS)
+    from stream_fer.face.action_units import blendshapes_for
+
+    filled = {k[3:] for k, v in row.items() if k.startswith("bs_") and v is not None}
+    assert filled == set(blendshapes_for(face.label))
+    _, empty = analyzer.analyze(make_frame(np.zeros_like(smile.rgb), 8, fps=25.0))
+    (row,) = to_row(empty)
+    assert row["frame_index"] == 8 and row["num_faces"] == 0
+    assert all(row[k] is None for k in ROW_FIELDS if k not in ("frame_index", "timestamp", "num_faces"))
+
+
+def test_image_mode_and_no_overlays(onnx_engine, landmarker_model, smile, make_frame):
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", smoothing="none",
+                       overlays=OverlayOptions(box=False, label=False, bars=False, attention=False,
+                                               au_regions=False)) as a:
+        annotated, result = a.analyze(make_frame(smile.rgb, 0))
+        assert np.array_equal(annotated, smile.rgb)
+        np.testing.assert_array_equal(result.faces[0].probs, result.faces[0].raw_probs)
