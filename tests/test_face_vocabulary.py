@@ -97,10 +97,10 @@ def value_at(amap: np.ndarray, crop_points: np.ndarray, side: float, index: int)
 # upper lids 159/386, lower lids 145/374, cheeks 117/346, nose 195/4, upper lip 0, lips 13/14,
 # mouth corners 61/291, chin 199.
 HOT = {
-    "happiness": {"cheeks": ((117, 346), 0.7), "mouth corners": ((61, 291), 0.35)},
+    "happiness": {"cheeks": ((118, 347), 0.7), "mouth corners": ((61, 291), 0.35)},
     "surprise": {"brows": ((105, 334), 0.2), "upper lids": ((159, 386), 0.2),
                  "open mouth": ((13, 14), 0.6), "jaw": ((199,), 0.6)},
-    "sadness": {"inner brows": ((107, 336), 0.7), "glabella": ((9,), 0.7), "cheeks": ((117, 346), 0.5),
+    "sadness": {"inner brows": ((107, 336), 0.7), "glabella": ((9,), 0.7), "cheeks": ((118, 347), 0.5),
                 "mouth corners": ((61, 291), 0.15), "chin": ((199,), 0.6)},
     "anger": {"glabella": ((9,), 0.5), "eyelids": ((159, 386, 145, 374), 0.35), "upper lip": ((0,), 0.7),
               "lips": ((13, 14), 0.6), "chin": ((199,), 0.6)},

@@ -31,11 +31,18 @@ def render_maps(points: np.ndarray, found: np.ndarray, labels: np.ndarray, size:
     return maps, valid
 
 
+def _vocabulary_fingerprint() -> str:
+    """Changes whenever the AU table, the codebook or the map rendering changes, so cached maps follow."""
+    from stream_fer.face import action_units, au_maps
+
+    return repr((action_units.ACTION_UNITS, action_units.EXPRESSION_AUS, au_maps.BLUR_SIGMA_IOD))
+
+
 def split_maps(split: FerSplit, cache: LandmarkCache, labels: np.ndarray | None = None, size: int = IMAGE_SIZE):
     """Maps for a split's true labels, cached on disk keyed by the keys, labels and landmarks."""
     labels = split.labels if labels is None else labels
     points, found = cache.lookup(split.keys)
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(_vocabulary_fingerprint().encode())
     for arr in (split.keys.astype("U"), labels, np.nan_to_num(points).astype(np.float16), found):
         digest.update(np.ascontiguousarray(arr).tobytes())
     path = train_cache() / f"au_maps-{split.name}-{size}-{digest.hexdigest()[:12]}.npz"

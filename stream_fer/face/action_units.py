@@ -69,7 +69,7 @@ ACTION_UNITS: dict[int, ActionUnit] = {
                    _pair((159, 158, 160, 157, 161), (386, 385, 387, 384, 388), (0.22, 0.09), (0.0, -0.04)),
                    ("eyeWideRight", "eyeWideLeft")),
         ActionUnit(6, "cheek raiser",  # orbicularis oculi, orbital part: the upper cheek below the eye
-                   _pair((111, 117, 118, 50), (340, 346, 347, 280), (0.24, 0.15), (-0.02, -0.04)),
+                   _pair((111, 117, 118, 50), (340, 346, 347, 280), (0.24, 0.15), (0.18, -0.04)),
                    ("cheekSquintRight", "cheekSquintLeft")),
         ActionUnit(7, "lid tightener",
                    _pair((145, 144, 153, 163, 154), (374, 373, 380, 390, 381), (0.22, 0.09), (0.0, 0.03)),
@@ -83,13 +83,13 @@ ACTION_UNITS: dict[int, ActionUnit] = {
                    ("mouthUpperUpRight", "mouthUpperUpLeft")),
         # Mouth corners.
         ActionUnit(12, "lip corner puller",  # zygomaticus major pulls the corner out and up
-                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.18, 0.12), (-0.10, -0.06), -30.0),
+                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.22, 0.14), (-0.08, -0.06), -30.0),
                    ("mouthSmileRight", "mouthSmileLeft")),
         ActionUnit(15, "lip corner depressor",
-                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.12, 0.16), (-0.04, 0.16)),
+                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.13, 0.17), (-0.05, 0.12)),
                    ("mouthFrownRight", "mouthFrownLeft")),
         ActionUnit(20, "lip stretcher",
-                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.14, 0.12), (-0.16, 0.04)),
+                   _pair(_MOUTH_CORNER_R, _MOUTH_CORNER_L, (0.17, 0.12), (-0.12, 0.06)),
                    ("mouthStretchRight", "mouthStretchLeft")),
         # Lips, chin and jaw.
         ActionUnit(16, "lower lip depressor",
@@ -107,7 +107,7 @@ ACTION_UNITS: dict[int, ActionUnit] = {
         ActionUnit(25, "lips part",
                    _centre((13, 14), (0.30, 0.10)),
                    ("jawOpen",)),
-        ActionUnit(26, "jaw drop",
+        ActionUnit(26, "jaw drop",  # drawn where the jaw's drop shows on a frontal face: below the mouth
                    _centre((17, 152, 200), (0.45, 0.30)),
                    ("jawOpen",)),
         ActionUnit(27, "mouth stretch",
