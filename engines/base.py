@@ -6,8 +6,9 @@ normalisation and softmax are part of the graph, so a backend only moves arrays.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +19,9 @@ from stream_fer.errors import StreamFerError
 INPUT_NAME = "faces"
 OUTPUT_NAMES = ("probs", "attention", "cams")
 META_FILENAME = "model.json"
+ONNX_FILENAME = "model.onnx"
+CHECKPOINT_FILENAME = "checkpoint.pt"  # optional, beside model.onnx: what the torch backend loads
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,14 @@ class ModelInfo:
     source_checkpoint_sha256: str = ""
     onnx_sha256: str = ""
     format_version: int = 1
+    opset: int = 0
+    export_check: dict = field(default_factory=dict)  # the parity numbers measured at export time
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_file(cls, path: Path) -> "ModelInfo":
+    def from_file(cls, path: Path) -> ModelInfo:
         try:
             d = json.loads(Path(path).read_text())
             d["class_names"] = tuple(d["class_names"])
@@ -81,3 +87,28 @@ def empty_output(info: ModelInfo) -> EngineOutput:
     k, m = len(info.class_names), info.map_size
     return EngineOutput(np.zeros((0, k), np.float32), np.zeros((0, m, m), np.float32),
                         np.zeros((0, k, m, m), np.float32))
+
+
+def model_files(model_dir) -> tuple[Path, ModelInfo]:
+    """(model.onnx path, its ModelInfo) of an exported model folder; one clear error when either is missing
+    or the metadata does not describe a model this run time can feed."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise StreamFerError(f"model folder not found: {model_dir}")
+    onnx_path = model_dir / ONNX_FILENAME
+    if not onnx_path.is_file():
+        raise StreamFerError(f"no {ONNX_FILENAME} in {model_dir} (create one with `stream-fer export`)")
+    info = ModelInfo.from_file(model_dir / META_FILENAME)
+    if info.precision not in PRECISIONS:
+        raise StreamFerError(f"{model_dir / META_FILENAME}: unknown precision {info.precision!r}")
+    if info.input_size <= 0 or info.in_channels != 1 or info.map_size <= 0 or not info.class_names:
+        raise StreamFerError(f"{model_dir / META_FILENAME} does not describe a grayscale face model")
+    return onnx_path, info
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

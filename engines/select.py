@@ -1,0 +1,217 @@
+"""Pick and load an engine by name, or the fastest one this machine can run.
+
+auto: TensorRT, then PyTorch on CUDA (FP16), then ONNX Runtime on CUDA, then ONNX Runtime on the CPU.
+Each faster backend that is skipped is reported with the reason, in one line, and so is the choice:
+
+    engine: tensorrt skipped: TensorRT is not installed (...)
+    engine: torch-cuda skipped: no NVIDIA GPU found
+    engine: onnxruntime-cuda skipped: no NVIDIA GPU found
+    engine: using onnxruntime-cpu (engines/default/model.onnx, fp32)
+
+The lines go to the `engines.select` logger (INFO) and, when given, to `report` (the CLI prints them).
+Nothing here imports torch unless a torch backend is asked for, or auto finds an NVIDIA GPU and a torch
+install and gets as far as the torch-cuda candidate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, Engine, ModelInfo
+from stream_fer.errors import StreamFerError
+
+log = logging.getLogger(__name__)
+
+AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu")
+BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda",
+            "onnxruntime-cpu")
+FP16_SUBDIR = "fp16"  # an FP16 export beside an FP32 one; TensorRT prefers it
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What was chosen, and why each faster candidate was not."""
+
+    chosen: str
+    detail: str
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def lines(self) -> list[str]:
+        return [f"engine: {name} skipped: {why}" for name, why in self.skipped] + \
+               [f"engine: using {self.chosen} ({self.detail})"]
+
+
+class _Skip(Exception):
+    pass
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver is installed and shows a device (checked without importing any CUDA library)."""
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+            or shutil.which("nvidia-smi") is not None)
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tensorrt_model_dir(model_dir: Path) -> Path:
+    """The FP16 sibling export (model_dir/fp16) when there is one made from the same checkpoint as
+    model_dir's own model, else model_dir itself. (A sibling left over from another checkpoint is ignored.)"""
+    model_dir = Path(model_dir)
+    fp16 = model_dir / FP16_SUBDIR
+    if (fp16 / ONNX_FILENAME).is_file():
+        try:
+            own = ModelInfo.from_file(model_dir / META_FILENAME)
+            sibling = ModelInfo.from_file(fp16 / META_FILENAME)
+        except StreamFerError:
+            return model_dir
+        if own.precision == "fp32" and sibling.precision == "fp16" and sibling.source_checkpoint_sha256 \
+                and sibling.source_checkpoint_sha256 == own.source_checkpoint_sha256:
+            return fp16
+        log.info("ignoring %s: not an FP16 export of the same checkpoint as %s", fp16, model_dir)
+    return model_dir
+
+
+def _checkpoint_for(model_dir: Path, checkpoint) -> Path | None:
+    if checkpoint is not None:
+        return Path(checkpoint)
+    path = Path(model_dir) / CHECKPOINT_FILENAME
+    return path if path.is_file() else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return line if isinstance(exc, StreamFerError) else f"{type(exc).__name__}: {line}".rstrip(": ")
+
+
+# ------------------------------------------------------------------------------------------ backends
+
+
+def _tensorrt(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
+    if not strict:
+        if not installed("tensorrt"):
+            raise _Skip("TensorRT is not installed")
+        if not nvidia_gpu_present():
+            raise _Skip("no NVIDIA GPU found")
+    from engines.tensorrt_engine import TensorRTEngine
+
+    return TensorRTEngine(tensorrt_model_dir(model_dir), cache_dir=cache_dir)
+
+
+def _torch(device: str):
+    def make(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
+        path = _checkpoint_for(model_dir, checkpoint)
+        if not strict:
+            if device == "cuda" and not nvidia_gpu_present():
+                raise _Skip("no NVIDIA GPU found")
+            if not installed("torch"):
+                raise _Skip("PyTorch is not installed")
+            if path is None:
+                raise _Skip(f"no checkpoint (give one, or put {CHECKPOINT_FILENAME} in {model_dir})")
+        elif not installed("torch"):
+            raise StreamFerError("the torch backend needs PyTorch (pip install 'stream-fer[train]')")
+        if path is None:
+            raise StreamFerError("the torch backend needs a checkpoint: pass one, or put "
+                                 f"{CHECKPOINT_FILENAME} in {model_dir}")
+        from engines import torch_engine
+
+        if device == "cuda" and not strict and not torch_engine.cuda_available():
+            import torch
+
+            raise _Skip(f"PyTorch {torch.__version__} has no usable CUDA")
+        return torch_engine.TorchEngine(path, device=device, threads=threads)
+
+    return make
+
+
+def _onnxruntime(device: str):
+    def make(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
+        from engines.onnxruntime_engine import OnnxRuntimeEngine, cuda_provider_available
+
+        if device == "cuda" and not strict:
+            if not nvidia_gpu_present():
+                raise _Skip("no NVIDIA GPU found")
+            if not cuda_provider_available():
+                import onnxruntime as ort
+
+                raise _Skip(f"onnxruntime {ort.__version__} has no CUDA provider (install onnxruntime-gpu)")
+        if device == "auto":
+            dev = "cuda" if nvidia_gpu_present() and cuda_provider_available() else "cpu"
+            return OnnxRuntimeEngine(model_dir, device=dev, threads=threads)
+        return OnnxRuntimeEngine(model_dir, device=device, threads=threads)
+
+    return make
+
+
+_FACTORIES = {
+    "tensorrt": _tensorrt,
+    "torch": _torch("auto"),
+    "torch-cuda": _torch("cuda"),
+    "torch-cpu": _torch("cpu"),
+    "onnxruntime": _onnxruntime("auto"),
+    "onnxruntime-cuda": _onnxruntime("cuda"),
+    "onnxruntime-cpu": _onnxruntime("cpu"),
+}
+
+
+def _describe(engine) -> str:
+    where = getattr(engine, "model_dir", None) or getattr(engine, "checkpoint", None)
+    return f"{where}, {engine.info.precision}" if where is not None else engine.info.precision
+
+
+def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, threads: int | None = None,
+                  cache_dir: Path | None = None) -> tuple[Engine, Selection]:
+    """(engine, selection). An explicitly named backend that cannot run is a StreamFerError; auto moves
+    on to the next candidate and records why, except for the last (ONNX Runtime on the CPU), whose
+    failure (a missing or corrupt model file) is the error the user sees."""
+    from engines import default_model_dir
+
+    if backend not in BACKENDS:
+        raise StreamFerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    if backend != "auto":
+        engine = _FACTORIES[backend](model_dir, checkpoint, threads, cache_dir, True)
+        return engine, Selection(engine.name, _describe(engine))
+    skipped = []
+    for name in AUTO_ORDER:
+        last = name == AUTO_ORDER[-1]
+        try:
+            engine = _FACTORIES[name](model_dir, checkpoint, threads, cache_dir, last)
+        except _Skip as why:
+            skipped.append((name, str(why)))
+            continue
+        except Exception as exc:  # a GPU backend that fails to start must not stop the CPU one
+            if last:
+                raise
+            skipped.append((name, _first_line(exc)))
+            log.debug("%s failed", name, exc_info=True)
+            continue
+        return engine, Selection(engine.name, _describe(engine), tuple(skipped))
+    raise AssertionError("unreachable: the last candidate either returns or raises")
+
+
+def load_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, threads: int | None = None,
+                cache_dir: Path | None = None, report: Callable[[str], None] | None = None) -> Engine:
+    """The engine to run: model_dir defaults to the shipped default model (engines/default/). The choice
+    is logged, one line per skipped candidate and one for the choice, and passed to `report` if given;
+    it is also kept on the engine as `engine.selection`."""
+    engine, selection = select_engine(model_dir, backend, checkpoint, threads=threads, cache_dir=cache_dir)
+    for line in selection.lines():
+        log.info(line)
+        if report is not None:
+            report(line)
+    try:
+        engine.selection = selection
+    except AttributeError:  # an engine class with __slots__: the selection is still logged
+        pass
+    return engine
