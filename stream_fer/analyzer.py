@@ -6,8 +6,9 @@ state (the landmarker, the engine, the tracker and smoother), so running them co
 safe. `analyze(frame)` runs all four in sequence.
 
     detect(frame)            -> Detected     MediaPipe landmarks and blendshapes (VIDEO mode: frame times)
-    classify(detected)       -> Classified   aligned crops, one batched engine call, attention vs AU maps
-    track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order)
+    classify(detected)       -> Classified   aligned crops, one batched engine call, attention per AU region
+    track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order), and the
+                                             attention-AU cosine of the smoothed label
     render(frame, result)    -> RGB array    the annotated copy
 
 Each stage records its latency in milliseconds under "landmarks", "classify", "track" and "render".
@@ -27,7 +28,7 @@ import numpy as np
 from stream_fer.align import align_faces
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
-from stream_fer.face.au_maps import BLUR_SIGMA_FRACTION, gaussian_blur, region_masks
+from stream_fer.face.au_maps import expression_map, region_masks
 from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.landmarks import FaceLandmarks, Landmarker
 from stream_fer.render import OverlayOptions, render_frame
@@ -51,15 +52,16 @@ class Detected:
 
 @dataclass(frozen=True)
 class ClassifiedFace:
-    """One face after the model: everything of a FaceResult except the track id and the smoothing."""
+    """One face after the model: everything of a FaceResult except the track id, the smoothing and the
+    attention-AU cosine (which depends on the smoothed label)."""
 
     landmarks: FaceLandmarks
     box: tuple[float, float, float, float]
     align_matrix: np.ndarray  # (2, 3) frame -> crop
+    crop_points: np.ndarray  # (478, 2) the landmarks in crop pixels
     raw_probs: np.ndarray  # (K,)
     attention: np.ndarray  # (h, w)
     cams: np.ndarray  # (K, h, w)
-    att_au_cosines: dict[str, float]  # expression -> cosine(attention, that expression's AU map)
     au_attention_share: dict[int, float]  # AU number -> share of attention inside its region
 
 
@@ -79,43 +81,37 @@ def _ms_since(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
 
-def attention_vs_aus(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
-                     class_names: tuple[str, ...]) -> tuple[dict[str, float], dict[int, float]]:
-    """How the model's attention relates to the AU regions of this face, in crop space at crop_size:
+def _upsampled(attention: np.ndarray, crop_size: int) -> np.ndarray:
+    """The attention map upsampled bilinearly to the crop (half-pixel centres, as torch's
+    interpolate(align_corners=False) in training's evaluation)."""
+    return cv2.resize(np.asarray(attention, dtype=np.float32), (crop_size, crop_size),
+                      interpolation=cv2.INTER_LINEAR).astype(np.float64)
 
-    - cosines: per expression with an AU pattern, the cosine between the attention (upsampled bilinearly
-      to crop_size and shifted to be non-negative: METHOD.md's ATT-COS) and that expression's AU map
-      (the same map as stream_fer.face.au_maps.expression_map, built once from shared region masks);
-    - shares: per AU (all 18), the fraction of the (non-negative) attention inside its region; regions
-      overlap, so shares need not sum to 1.
-    """
-    att = cv2.resize(np.asarray(attention, dtype=np.float32), (crop_size, crop_size),
-                     interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+def attention_au_cosine(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
+                        expression: str) -> float | None:
+    """METHOD.md's ATT-COS for one face: the cosine between the attention (upsampled to the crop and shifted
+    to be non-negative) and the expression's AU map (stream_fer.face.au_maps.expression_map, drawn from
+    the landmarks in crop coordinates at the crop's size). None where there is no map (neutral)."""
+    if not EXPRESSION_AUS.get(expression):
+        return None
+    au_map = expression_map(crop_points, crop_size, expression, crop_size)
+    if au_map is None:
+        return None
+    att = _upsampled(attention, crop_size).ravel()
+    att -= att.min()
+    target = au_map.astype(np.float64).ravel()
+    denom = max(float(np.linalg.norm(att)), 1e-8) * max(float(np.linalg.norm(target)), 1e-8)
+    return float(att @ target / denom)
+
+
+def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: int) -> dict[int, float]:
+    """Per AU (all 18), the fraction of the (non-negative) attention, upsampled to the crop, that falls
+    inside the AU's region(s). Regions overlap, so the shares need not sum to 1."""
     masks = region_masks(crop_points, crop_size, ALL_AUS, crop_size)
-    positive = np.maximum(att, 0.0)
-    total = float(positive.sum())
-    shares = {n: (float(positive[m].sum()) / total if total > 0 else 0.0) for n, m in masks.items()}
-    shifted = (att - att.min()).ravel()
-    norm_att = float(np.linalg.norm(shifted))
-    cosines: dict[str, float] = {}
-    sigma = BLUR_SIGMA_FRACTION * crop_size
-    for name in class_names:
-        numbers = EXPRESSION_AUS.get(name, ())
-        if not numbers:
-            continue
-        hard = np.zeros((crop_size, crop_size), dtype=np.float64)
-        for n in numbers:
-            np.maximum(hard, masks[n], out=hard)
-        if not hard.any():
-            continue
-        soft = gaussian_blur(hard, sigma)
-        lo, hi = soft.min(), soft.max()
-        if hi - lo < 1e-8:
-            continue
-        au_map = ((soft - lo) / (hi - lo)).ravel()
-        denom = max(norm_att, 1e-8) * max(float(np.linalg.norm(au_map)), 1e-8)
-        cosines[name] = float(shifted @ au_map / denom)
-    return cosines, shares
+    att = np.maximum(_upsampled(attention, crop_size), 0.0)
+    total = float(att.sum())
+    return {n: (float(att[m].sum()) / total if total > 0 else 0.0) for n, m in masks.items()}
 
 
 class FrameAnalyzer:
@@ -166,14 +162,12 @@ class FrameAnalyzer:
             out = self.engine.infer(crops)
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
-                cosines, shares = attention_vs_aus(out.attention[i], crop_pts, self.crop_size,
-                                                   self.class_names)
+                attention = np.asarray(out.attention[i], dtype=np.float32)
                 out_faces.append(ClassifiedFace(
-                    landmarks=lm, box=lm.box, align_matrix=matrices[i],
-                    raw_probs=np.asarray(out.probs[i], dtype=np.float32),
-                    attention=np.asarray(out.attention[i], dtype=np.float32),
+                    landmarks=lm, box=lm.box, align_matrix=matrices[i], crop_points=crop_pts,
+                    raw_probs=np.asarray(out.probs[i], dtype=np.float32), attention=attention,
                     cams=np.asarray(out.cams[i], dtype=np.float32),
-                    att_au_cosines=cosines, au_attention_share=shares))
+                    au_attention_share=attention_shares(attention, crop_pts, self.crop_size)))
         latency = {**detected.latency_ms, "classify": _ms_since(t0)}
         return Classified(detected.frame, tuple(out_faces), latency)
 
@@ -192,7 +186,8 @@ class FrameAnalyzer:
                 track_id=track_id, box=face.box, landmarks=face.landmarks.points,
                 blendshapes=face.landmarks.blendshapes, align_matrix=face.align_matrix,
                 raw_probs=face.raw_probs, probs=probs, label=label, attention=face.attention, cams=face.cams,
-                att_au_cosine=face.att_au_cosines.get(label), au_attention_share=face.au_attention_share))
+                att_au_cosine=attention_au_cosine(face.attention, face.crop_points, self.crop_size, label),
+                au_attention_share=face.au_attention_share))
         latency = {**classified.latency_ms, "track": _ms_since(t0)}
         return FrameResult(frame.index, frame.timestamp, tuple(results), latency)
 

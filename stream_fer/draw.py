@@ -19,16 +19,18 @@ def au_colour(number: int) -> tuple[int, int, int]:
     return _PALETTE.get(number, (255, 255, 255))
 
 
-def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...], label: str = "code",
-                    thickness: int = 1, font_scale: float = 0.35) -> np.ndarray:
-    """Outline each AU's region(s) on a copy of `rgb`; label each with its code ("AU12") or its
-    code and FACS name (label="name")."""
+def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...],
+                    label: str | None = "code", thickness: int = 1, font_scale: float = 0.35) -> np.ndarray:
+    """Outline each AU's region(s) on a copy of `rgb`; label each with its code ("AU12"), its code and FACS
+    name (label="name"), or not at all (label=None: the caller places the labels)."""
     out = rgb.copy()
     for au in aus:
         colour = au_colour(au.number)
         for ellipse in au_ellipses(points, au):
             poly = np.round(ellipse_polygon(ellipse)).astype(np.int32)
             cv2.polylines(out, [poly], True, colour, thickness, cv2.LINE_AA)
+        if label is None:
+            continue
         text = au.code if label == "code" else f"{au.code} {au.name}"
         first = au_ellipses(points, au)[0]
         org = (int(first.centre[0] - first.semi_axes[0]), int(first.centre[1] - first.semi_axes[1]) - 2)

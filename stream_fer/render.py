@@ -22,7 +22,7 @@ from stream_fer.align import crop_map_to_frame, frame_roi, to_gray, warp_crop
 from stream_fer.draw import au_colour, draw_au_regions
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS, aus_for
 from stream_fer.face.alignment import apply_affine
-from stream_fer.face.au_maps import expression_map
+from stream_fer.face.au_maps import au_ellipses, expression_map
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.frames import FaceResult, FrameResult
 
@@ -73,14 +73,15 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 
 @lru_cache(maxsize=4096)
-def _text_mask(text: str, size: int) -> tuple[np.ndarray, int, int]:
-    """(coverage uint8 (h, w), dx, dy): the text rasterised, anchored at its left middle ("lm"); dx, dy
-    place the mask's top-left corner relative to the anchor point."""
+def _text_mask(text: str, size: int, stroke: int = 0) -> tuple[np.ndarray, int, int]:
+    """(coverage uint8 (h, w), dx, dy): the text rasterised (with an outline `stroke` px wide, if > 0),
+    anchored at its left middle ("lm"); dx, dy place the mask's top-left corner relative to the anchor."""
     font = _font(size)
-    left, top, right, bottom = font.getbbox(text, anchor="lm")
+    left, top, right, bottom = font.getbbox(text, anchor="lm", stroke_width=stroke)
     w, h = max(1, right - left), max(1, bottom - top)
     img = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(img).text((-left, -top), text, font=font, fill=255, anchor="lm")
+    ImageDraw.Draw(img).text((-left, -top), text, font=font, fill=255, anchor="lm", stroke_width=stroke,
+                             stroke_fill=255)
     mask = np.asarray(img)
     mask.setflags(write=False)
     return mask, left, top
@@ -106,14 +107,27 @@ def _blend_mask(canvas: np.ndarray, x: int, y: int, mask: np.ndarray, colour: Co
 
 
 def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colour: Colour,
-             align: str = "left", opacity: float = 1.0) -> None:
-    """Text with its left (or right, align="right") edge at x, vertically centred on cy."""
+             align: str = "left", opacity: float = 1.0, outline: Colour | None = None) -> None:
+    """Text with its left (or right, align="right") edge at x, vertically centred on cy; with a thin
+    outline in another colour (legible on any background) when `outline` is given."""
     if not text:
         return
-    mask, dx, dy = _text_mask(text, int(size))
+    size = int(size)
     if align == "right":
         x = x - text_width(text, size)
+    if outline is not None:
+        stroke = max(1, round(size / 9))
+        mask, dx, dy = _text_mask(text, size, stroke)
+        _blend_mask(canvas, int(round(x + dx)), int(round(cy + dy)), mask, outline, 0.85 * opacity)
+    mask, dx, dy = _text_mask(text, size)
     _blend_mask(canvas, int(round(x + dx)), int(round(cy + dy)), mask, colour, opacity)
+
+
+def text_box(text: str, x: float, cy: float, size: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) that put_text(text, x, cy, size) covers (left aligned)."""
+    mask, dx, dy = _text_mask(text, int(size))
+    x0, y0 = int(round(x + dx)), int(round(cy + dy))
+    return x0, y0, x0 + mask.shape[1], y0 + mask.shape[0]
 
 
 @lru_cache(maxsize=256)
@@ -200,7 +214,7 @@ def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opaci
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 255, cv2.LINE_AA)
     sigma = max(0.8, 0.025 * (face.box[3] - face.box[1]) * f)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    alpha = (opacity / 255.0) * mask.astype(np.float32) * heat
+    alpha = (opacity / 255.0) * mask.astype(np.float32) * heat ** 1.5  # low attention: nearly clear
     colours = _heat_rgb(heat)
     if (sw, sh) != (rw, rh):
         alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
@@ -220,9 +234,13 @@ def _draw_box(canvas: np.ndarray, box, colour: Colour, scale: _Scale) -> None:
         cv2.line(canvas, (cx, cy), (cx, cy + dy * arm), colour, t, cv2.LINE_AA)
 
 
+def _boxes_overlap(a, b, margin: int = 1) -> bool:
+    return a[0] < b[2] + margin and b[0] < a[2] + margin and a[1] < b[3] + margin and b[1] < a[3] + margin
+
+
 def _draw_au_outlines(canvas: np.ndarray, face: FaceResult, scale: _Scale) -> None:
-    """The label's AU regions outlined on the face, each tagged with its AU code (the panel beside the face
-    spells out the FACS names)."""
+    """The label's AU regions outlined on the face, each tagged with its AU code where the tag has room
+    (the panel beside the face spells out every AU with its FACS name)."""
     aus = aus_for(face.label) if face.label in EXPRESSION_AUS else ()
     if not aus:
         return
@@ -231,12 +249,29 @@ def _draw_au_outlines(canvas: np.ndarray, face: FaceResult, scale: _Scale) -> No
     H, W = canvas.shape[:2]
     x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(W, x1 + pad), min(H, y1 + pad)
     sub = canvas[y0:y1, x0:x1]  # draw_au_regions copies what it is given: give it the face only
-    pts = face.landmarks[:, :2] - (x0, y0)
-    sub[:] = draw_au_regions(sub, pts, aus, label="code", thickness=max(1, scale.line),
-                             font_scale=scale.small / 32.0)  # Hershey simplex: ~30 px per unit of scale
+    sub[:] = draw_au_regions(sub, face.landmarks[:, :2] - (x0, y0), aus, label=None,
+                             thickness=max(1, scale.line))
+    size = max(10, round(scale.small * 0.8))
+    placed: list[tuple[int, int, int, int]] = []
+    for au in aus:
+        ellipses = au_ellipses(face.landmarks, au)
+        # Candidate spots around the first (subject's right, image left) region: above left, above,
+        # left of it, below it. The first that overlaps no other tag wins; none: no tag on the face.
+        e = ellipses[0]
+        cx, cy = e.centre
+        a, b = e.semi_axes
+        w = text_width(au.code, size)
+        for tx, ty in ((cx - a, cy - b - 0.6 * size), (cx - w / 2, cy - b - 0.6 * size),
+                       (cx - a - w - 2, cy), (cx - w / 2, cy + b + 0.6 * size)):
+            box = text_box(au.code, tx, ty, size)
+            inside = box[0] >= 0 and box[1] >= 0 and box[2] <= W and box[3] <= H
+            if inside and not any(_boxes_overlap(box, other, margin=max(2, size // 3)) for other in placed):
+                put_text(canvas, au.code, tx, ty, size, au_colour(au.number), outline=DARK)
+                placed.append(box)
+                break
 
 
-def _draw_label(canvas: np.ndarray, face: FaceResult, box, scale: _Scale) -> None:
+def _draw_label(canvas: np.ndarray, face: FaceResult, box, scale: _Scale) -> tuple[int, int, int, int]:
     """'happiness 92%  #1' on a pill in the class colour, above the box (below when there is no room)."""
     colour = class_colour(face.label)
     pct = f"{100 * face.confidence:.0f}%"
@@ -255,6 +290,7 @@ def _draw_label(canvas: np.ndarray, face: FaceResult, box, scale: _Scale) -> Non
     put_text(canvas, face.label, x + gap, cy, fs, DARK)
     put_text(canvas, pct, x + gap + w_label + gap, cy, fs, DARK)
     put_text(canvas, tid, x + w - gap, cy, ss, DARK, align="right", opacity=0.65)
+    return x, y, x + w, y + h
 
 
 @dataclass(frozen=True)
@@ -350,9 +386,11 @@ def _place_side(box, w: int, h: int, shape, gap: int) -> tuple[int, int]:
 
 
 def render_face(canvas: np.ndarray, face: FaceResult, options: OverlayOptions, crop_size: int,
-                class_names: tuple[str, ...]) -> None:
-    """Draw one face's overlays onto `canvas` in place."""
+                class_names: tuple[str, ...]) -> list[tuple[int, int, int, int]]:
+    """Draw one face's overlays onto `canvas` in place; returns the rectangles drawn on (x0, y0, x1, y1):
+    the face box, the label and the side panel."""
     box = face_box(face, canvas.shape)
+    used = [box]
     scale = _Scale.for_face(face.box[3] - face.box[1], canvas.shape[0])
     if options.attention and face.attention is not None and face.attention.size:
         _blend_attention(canvas, face, crop_size, options.attention_opacity)
@@ -361,20 +399,23 @@ def render_face(canvas: np.ndarray, face: FaceResult, options: OverlayOptions, c
     if options.box:
         _draw_box(canvas, box, class_colour(face.label), scale)
     if options.label:
-        _draw_label(canvas, face, box, scale)
+        used.append(_draw_label(canvas, face, box, scale))
     if options.bars or options.au_regions:
         layout = _panel_layout(face, class_names, scale, options.bars, options.au_regions)
         if layout is not None:
             x, y = _place_side(box, layout.width, layout.height, canvas.shape, gap=2 * scale.pad)
             _draw_panel(canvas, x, y, layout, face, class_names, scale, options.bars)
+            used.append((x, y, x + layout.width, y + layout.height))
+    return used
 
 
 def render_frame(rgb: np.ndarray, result: FrameResult, options: OverlayOptions = OverlayOptions(),
                  crop_size: int = 48, class_names: tuple[str, ...] = CLASS_NAMES) -> np.ndarray:
     """An annotated RGB copy of `rgb` with every face of `result` drawn on it."""
     canvas = np.array(rgb, dtype=np.uint8, copy=True)
+    used = []
     for face in result.faces:
-        render_face(canvas, face, options, crop_size, class_names)
+        used += render_face(canvas, face, options, crop_size, class_names)
     if options.panel and result.faces:
         largest = max(result.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
         tile = int(np.clip(canvas.shape[0] / 4.5, 80, 240))
@@ -382,14 +423,14 @@ def render_frame(rgb: np.ndarray, result: FrameResult, options: OverlayOptions =
         ph, pw = panel.shape[:2]
         H, W = canvas.shape[:2]
         if pw <= W and ph <= H:
-            x, y = _quietest_corner(W, H, pw, ph, [face_box(f, canvas.shape) for f in result.faces])
+            x, y = _quietest_corner(W, H, pw, ph, used)
             dst = canvas[y:y + ph, x:x + pw]
             dst[:] = cv2.addWeighted(panel, 0.92, dst, 0.08, 0)
     return canvas
 
 
 def _quietest_corner(W: int, H: int, w: int, h: int, boxes) -> tuple[int, int]:
-    """The frame corner where a w x h panel covers the least face area (bottom left on ties)."""
+    """The frame corner where a w x h panel covers the least of `boxes` (bottom left on ties)."""
     def overlap(corner: tuple[int, int]) -> float:
         x, y = corner
         return sum(max(0, min(x + w, bx1) - max(x, bx0)) * max(0, min(y + h, by1) - max(y, by0))

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stream_fer.analyzer import Classified, Detected, FrameAnalyzer, attention_vs_aus
+from stream_fer.analyzer import Classified, Detected, FrameAnalyzer, attention_au_cosine, attention_shares
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import alignment_matrix, apply_affine
 from stream_fer.face.au_maps import expression_map
@@ -25,25 +25,31 @@ def analyzer(onnx_engine, landmarker_model):
         yield a
 
 
-def test_attention_vs_aus_uses_the_same_maps_as_training(smile):
-    """Cosines computed from the shared region masks equal those against expression_map itself."""
-    m = alignment_matrix(smile.points, 48)
-    crop_pts = apply_affine(m, smile.points)
-    rng = np.random.default_rng(0)
-    att = rng.random((12, 12)).astype(np.float32)
-    cosines, shares = attention_vs_aus(att, crop_pts, 48, CLASS_NAMES)
-    assert set(cosines) == {c for c in CLASS_NAMES if EXPRESSION_AUS[c]}
-    assert set(shares) == set(ACTION_UNITS)
+def test_attention_cosine_and_shares_on_a_real_face(smile):
+    """ATT-COS as training's evaluation computes it (attention upsampled bilinearly, shifted to be
+    non-negative, against expression_map in crop space); shares of attention per AU region."""
     import cv2
 
+    m = alignment_matrix(smile.points, 48)
+    crop_pts = apply_affine(m, smile.points)
+    att = np.random.default_rng(0).random((12, 12)).astype(np.float32)
     up = cv2.resize(att, (48, 48), interpolation=cv2.INTER_LINEAR).astype(np.float64).ravel()
     up -= up.min()
-    for name, cos in cosines.items():
+    for name in CLASS_NAMES:
+        cos = attention_au_cosine(att, crop_pts, 48, name)
+        if not EXPRESSION_AUS[name]:
+            assert cos is None
+            continue
         ref = expression_map(crop_pts, 48, name, 48).astype(np.float64).ravel()
-        assert cos == pytest.approx(up @ ref / np.linalg.norm(up) / np.linalg.norm(ref), abs=1e-4), name
-    assert all(0.0 <= s <= 1.0 for s in shares.values())
+        assert cos == pytest.approx(up @ ref / np.linalg.norm(up) / np.linalg.norm(ref), abs=1e-5), name
+    # Attention exactly on the happiness map agrees perfectly with it, and less with surprise's.
+    happy = expression_map(crop_pts, 48, "happiness", 48)
+    assert attention_au_cosine(happy, crop_pts, 48, "happiness") == pytest.approx(1.0, abs=1e-6)
+    assert attention_au_cosine(happy, crop_pts, 48, "surprise") < 0.5
+    shares = attention_shares(att, crop_pts, 48)
+    assert set(shares) == set(ACTION_UNITS) and all(0.0 <= s <= 1.0 for s in shares.values())
     # Uniform attention: each share is the region's share of the crop's area.
-    _, flat = attention_vs_aus(np.ones((12, 12), np.float32), crop_pts, 48, CLASS_NAMES)
+    flat = attention_shares(np.ones((12, 12), np.float32), crop_pts, 48)
     assert 0.0 < flat[25] < flat[26] < 0.2  # lips part is a small region, jaw drop a larger one
 
 
