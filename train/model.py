@@ -110,7 +110,7 @@ def build_model(config: ModelConfig | dict | None = None) -> AUNet:
 
 def normalise(images_uint8: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """uint8 (N, H, W) or (N, 1, H, W) -> float (N, 1, H, W), normalised as the model expects."""
-    x = images_uint8.float().div_(255.0)
+    x = images_uint8.float().div(255.0)  # never in place: a float input may share the caller's memory
     if x.dim() == 3:
         x = x.unsqueeze(1)
     return (x - config.mean) / config.std
