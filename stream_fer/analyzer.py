@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,9 @@ class FrameAnalyzer:
         self.mode = mode
         self.max_faces = max_faces
         self._landmarker_args = (landmarker_path, mode, max_faces, min_detection_confidence)
+        # Held while MediaPipe runs, so close() or reset() from another thread waits for a detection in
+        # flight instead of freeing the graph under it.
+        self._landmarker_lock = threading.Lock()
         self.landmarker = Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
                                      min_detection_confidence=min_detection_confidence)
         self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
@@ -150,7 +154,8 @@ class FrameAnalyzer:
     def detect(self, frame: Frame) -> Detected:
         t0 = time.perf_counter()
         ts_ms = None if self.mode == "image" else int(round(frame.timestamp * 1000.0))
-        faces = tuple(self.landmarker.detect(frame.rgb, ts_ms))
+        with self._landmarker_lock:
+            faces = tuple(self.landmarker.detect(frame.rgb, ts_ms))
         return Detected(frame, faces, {"landmarks": _ms_since(t0)})
 
     def classify(self, detected: Detected) -> Classified:
@@ -213,11 +218,15 @@ class FrameAnalyzer:
         self.smoother.reset()
         if self.mode == "video":
             path, mode, max_faces, conf = self._landmarker_args
-            self.landmarker.close()
-            self.landmarker = Landmarker(path, mode=mode, max_faces=max_faces, min_detection_confidence=conf)
+            with self._landmarker_lock:
+                self.landmarker.close()
+                self.landmarker = Landmarker(path, mode=mode, max_faces=max_faces,
+                                             min_detection_confidence=conf)
 
     def close(self) -> None:
-        self.landmarker.close()
+        """Release MediaPipe (waits for a detection in flight); the analyzer cannot detect afterwards."""
+        with self._landmarker_lock:
+            self.landmarker.close()
 
     def __enter__(self) -> FrameAnalyzer:
         return self
