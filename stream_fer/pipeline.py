@@ -20,8 +20,10 @@ stage, bounded queues between them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import sys
 import threading
 import time
@@ -196,6 +198,8 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
                     break
         except BaseException as exc:  # a source error lets the frames in flight finish first
             run.source_error = exc
+        finally:
+            _close_quietly(source)  # in this thread: no other thread is inside the source now
         run.put(out, _END)
 
     def stage_loop(stage: Stage, inq: queue.Queue, outq: queue.Queue) -> None:
@@ -242,45 +246,60 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
                     on_frame(work.frame, result)
         except BaseException as exc:
             run.fail(exc)
+        finally:  # in this thread, the only one that writes to the sinks: flush and finalise them
+            close_errors.extend(_close_all(sinks))
 
+    close_errors: list[BaseException] = []
     threads = [threading.Thread(target=source_loop, name="pipeline-source", daemon=True)]
     for i, stage in enumerate(stages):
         threads.append(threading.Thread(target=stage_loop, args=(stage, queues[i], queues[i + 1]),
                                         name=f"pipeline-{stage.name}", daemon=True))
-    threads.append(threading.Thread(target=sink_loop, args=(queues[-1],), name="pipeline-sinks", daemon=True))
+    sink_thread = threading.Thread(target=sink_loop, args=(queues[-1],), name="pipeline-sinks", daemon=True)
+    threads.append(sink_thread)
+
+    interrupts = [0]
+
+    def interrupt() -> None:
+        """Ctrl-C: the first drains (the source stops, frames in flight finish), the second abandons them."""
+        interrupts[0] += 1
+        source.stop()
+        if interrupts[0] == 1:
+            log.warning("interrupted: finishing the frames in flight and closing the outputs "
+                        "(Ctrl-C again to stop at once)")
+            draining.set()
+        else:
+            run.abort.set()
 
     bar = _progress_bar(source, progress)
-    interrupted = False
-    try:
-        for t in threads:
-            t.start()
-        shown = 0
-        while any(t.is_alive() for t in threads):
-            try:
-                threads[-1].join(_POLL)
-                if bar is not None and counts["out"] != shown:
-                    bar.update(counts["out"] - shown)
-                    shown = counts["out"]
-                if run.abort.is_set():
-                    source.stop()
-            except KeyboardInterrupt:
-                if not interrupted:
-                    interrupted = True
-                    log.warning("interrupted: finishing the frames in flight and closing the outputs "
-                                "(Ctrl-C again to stop at once)")
-                    draining.set()
-                    source.stop()
-                else:
-                    run.abort.set()
-                    source.stop()
-        for t in threads:
-            t.join(timeout=5.0)
-        if bar is not None and counts["out"] != shown:
-            bar.update(counts["out"] - shown)
-    finally:
-        if bar is not None:
-            bar.close()
-        close_errors = _close_all(source, sinks)
+    with _sigint_calls(interrupt):
+        try:
+            for t in threads:
+                t.start()
+            shown = 0
+            while sink_thread.is_alive():
+                try:
+                    sink_thread.join(_POLL)
+                    if bar is not None and counts["out"] != shown:
+                        bar.update(counts["out"] - shown)
+                        shown = counts["out"]
+                    if run.abort.is_set():
+                        source.stop()
+                except KeyboardInterrupt:  # where no handler could be installed (not the main thread)
+                    interrupt()
+            if bar is not None and counts["out"] != shown:
+                bar.update(counts["out"] - shown)
+        except BaseException:
+            run.abort.set()
+            source.stop()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            # the sink thread closes the sinks and the source thread the source; wait for both, so that
+            # nothing is closed while another thread still uses it
+            for t in threads:
+                t.join(timeout=None if t in (sink_thread, threads[0]) else 5.0)
+    interrupted = interrupts[0] > 0
 
     if run.error is not None:
         raise run.error
@@ -305,17 +324,38 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
     )
 
 
-def _close_all(source: Source, sinks: Sequence) -> list[BaseException]:
+@contextlib.contextmanager
+def _sigint_calls(callback: Callable[[], None]):
+    """While active, SIGINT calls `callback` instead of raising KeyboardInterrupt wherever the main thread
+    happens to be (which could be between two steps of the shutdown). Only possible in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: callback())
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _close_quietly(source: Source) -> None:
+    try:
+        source.close()
+    except Exception as exc:
+        log.debug("closing the source: %s", exc)
+
+
+def _close_all(sinks: Sequence) -> list[BaseException]:
     errors: list[BaseException] = []
     for sink in sinks:
         try:
             sink.close()
         except BaseException as exc:  # close every sink even if one fails
             errors.append(exc)
-    try:
-        source.close()
-    except Exception as exc:
-        log.debug("closing the source: %s", exc)
     return errors
 
 

@@ -341,7 +341,7 @@ class VideoSink:
         finally:
             self._abort()
         if self.frames == 0:
-            log.warning("no frames were written; removing the empty %s", self.path)
+            log.info("no frames were written; removing the empty %s", self.path)
             try:
                 self.path.unlink()
             except OSError:

@@ -142,6 +142,9 @@ class FileSource(Source):
         self._threads = threads
         self._container = None
         self._stream = None
+        self._vframes: Iterator | None = None
+        self._first = None
+        self._ended_early: str | None = None
         self.decoded = 0
         self.discarded = 0  # packets the container marks for discarding (edit-list pre-roll): never shown
         self.corrupt_packets = 0
@@ -188,51 +191,65 @@ class FileSource(Source):
             description=f"{path.name}: {ctx.name} {ctx.width}x{ctx.height}"
                         + (f" {fps:.3g} fps" if fps else "") + (f", {stream.frames} frames" if stream.frames else ""),
         )
+        self._peek()
         self.state = SourceState.STREAMING
         log.info("opened %s", self.info.description)
         return self.info
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _decoded_frames(self) -> Iterator:
+        """PyAV frames in presentation order; damaged packets are skipped (and counted), the end of a
+        truncated file ends the sequence (noted in _ended_early)."""
         import av
 
-        if self.info is None:
-            self.open()
-        container, stream, path = self._container, self._stream, self.path
-        tb = stream.time_base
-        fps = self.info.fps or 30.0
-        ended_early: str | None = None
-        packets = container.demux(stream)
-        while not self._stop.is_set():
+        packets = self._container.demux(self._stream)
+        while True:
             try:
                 packet = next(packets)
             except StopIteration:
-                break
+                return
             except av.FFmpegError as exc:  # the demuxer hit the end of a truncated file, or garbage
-                ended_early = _ffmpeg_reason(exc)
-                break
+                self._ended_early = _ffmpeg_reason(exc)
+                return
             if packet.is_discard:
                 self.discarded += 1
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:  # one damaged packet: FFmpeg's decoders conceal what they can
                 self.corrupt_packets += 1
-                log.warning("%s: skipped a packet that does not decode (%s)", path.name, _ffmpeg_reason(exc))
+                log.warning("%s: skipped a packet that does not decode (%s)", self.path.name, _ffmpeg_reason(exc))
                 continue
-            for vf in decoded:
-                yield self._frame(vf, tb, fps)
-                if self._stop.is_set():
-                    break
+            yield from decoded
+
+    def _peek(self) -> None:
+        """Decode the first frame now, so a file without a decodable frame fails at open()."""
+        self._vframes = self._decoded_frames()
+        self._first = next(self._vframes, None)
+        if self._first is None:
+            reason = f" ({self._ended_early})" if self._ended_early else ""
+            self.close()
+            raise StreamFerError(f"no video frames could be decoded from {self.path}{reason}")
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.info is None:
+            self.open()
+        tb = self._stream.time_base
+        fps = self.info.fps or 30.0
+        first, self._first = self._first, None
+        if first is not None and not self._stop.is_set():
+            yield self._frame(first, tb, fps)
+        for vf in self._vframes:
+            if self._stop.is_set():
+                break
+            yield self._frame(vf, tb, fps)
         self.state = SourceState.STOPPED
         if self._stop.is_set():
             return
         declared = self.info.frame_count or 0
-        if self.decoded == 0:
-            raise StreamFerError(f"no video frames could be decoded from {path}"
-                                 + (f" ({ended_early})" if ended_early else ""))
         missing = declared - self.discarded - self.decoded
-        if ended_early or missing > max(2, declared // 100):
-            raise StreamFerError(f"{path} is truncated or corrupt: decoded {self.decoded} of "
-                                 f"{declared or 'unknown'} frames" + (f" ({ended_early})" if ended_early else ""))
+        if self._ended_early or missing > max(2, declared // 100):
+            raise StreamFerError(f"{self.path} is truncated or corrupt: decoded {self.decoded} of "
+                                 f"{declared or 'unknown'} frames"
+                                 + (f" ({self._ended_early})" if self._ended_early else ""))
 
     def _frame(self, vf, tb: Fraction, fps: float) -> Frame:
         index = self.decoded

@@ -31,3 +31,44 @@ class FakeEngine:
         attention = x[:, 0, : m * s, : m * s].reshape(n, m, s, m, s).mean(axis=(2, 4)) / 255.0
         cams = np.repeat(attention[:, None], k, axis=1) * probs[:, :, None, None]
         return EngineOutput(probs.astype(np.float32), attention.astype(np.float32), cams.astype(np.float32))
+
+
+def write_tiny_model(model_dir):
+    """An exported-model folder (model.onnx + model.json) with the engine interface and almost no weights:
+    probabilities from the crop's mean brightness, attention = the crop average-pooled to 12 x 12, CAMs =
+    attention x probability. For CLI runs that must not depend on the shipped model."""
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    info = FAKE_INFO
+    k, m, s = len(info.class_names), info.map_size, info.input_size
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights = numpy_helper.from_array(np.linspace(-2, 2, k, dtype=np.float32).reshape(1, k), "w")
+    scale = numpy_helper.from_array(np.array(1 / 255.0, np.float32), "scale")
+    nodes = [
+        helper.make_node("Mul", ["faces", "scale"], ["x"]),
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "axis1"], ["mean2"]),
+        helper.make_node("MatMul", ["mean2", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        helper.make_node("AveragePool", ["x"], ["pooled"], kernel_shape=[s // m, s // m], strides=[s // m, s // m]),
+        helper.make_node("Squeeze", ["pooled", "axis1"], ["attention"]),
+        helper.make_node("Unsqueeze", ["probs", "axes23"], ["probs4"]),
+        helper.make_node("Mul", ["pooled", "probs4"], ["cams"]),
+    ]
+    inits = [weights, scale, numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes23")]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 1, s, s])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", k]),
+         helper.make_tensor_value_info("attention", TensorProto.FLOAT, ["N", m, m]),
+         helper.make_tensor_value_info("cams", TensorProto.FLOAT, ["N", k, m, m])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(model_dir / "model.onnx"))
+    (model_dir / "model.json").write_text(info.to_json())
+    return model_dir

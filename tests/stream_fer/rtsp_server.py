@@ -244,7 +244,7 @@ class RtspServer:
                 request = self._read_request(reader)
                 if request is None:
                     break
-                method, url, headers = request
+                method, _url, headers = request
                 cseq = headers.get("cseq", "0")
                 extra: list[str] = []
                 body = ""
@@ -259,13 +259,11 @@ class RtspServer:
                     if "RTP/AVP/TCP" not in transport.upper():
                         status = "461 Unsupported Transport"
                     else:
-                        extra += [f"Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
+                        extra += ["Transport: RTP/AVP/TCP;unicast;interleaved=0-1",
                                   f"Session: {session};timeout=60"]
                 elif method == "PLAY":
                     extra += [f"Session: {session}", "Range: npt=0.000-"]
-                elif method in ("GET_PARAMETER", "SET_PARAMETER"):
-                    extra.append(f"Session: {session}")
-                elif method == "TEARDOWN":
+                elif method in ("GET_PARAMETER", "SET_PARAMETER") or method == "TEARDOWN":
                     extra.append(f"Session: {session}")
                 else:
                     status = "405 Method Not Allowed"

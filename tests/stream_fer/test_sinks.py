@@ -59,7 +59,7 @@ def test_interrupted_video_is_playable_with_matching_audio(clips, tmp_path):
     _copy(src, out, limit=40, preset="ultrafast")
     times = decode_times(out)
     assert times == pytest.approx(decode_times(src)[:40], abs=1e-6)
-    (codec, packets), = audio_packets(out)
+    (_, packets), = audio_packets(out)
     (_, all_packets), = audio_packets(src)
     assert 0 < packets < all_packets  # the audio stops with the video
 

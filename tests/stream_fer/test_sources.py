@@ -3,6 +3,7 @@ live buffering drops the oldest frames and counts them."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from fractions import Fraction
@@ -12,8 +13,16 @@ import pytest
 from media import CLIPS, decode_times, faststart_copy, truncated_copy, zero_frame_video
 
 from stream_fer.errors import StreamFerError
-from stream_fer.sources import (FileSource, ImageSource, LatestFrames, RtspSource, SourceState, WebcamSource,
-                                open_source, redact)
+from stream_fer.sources import (
+    FileSource,
+    ImageSource,
+    LatestFrames,
+    RtspSource,
+    SourceState,
+    WebcamSource,
+    open_source,
+    redact,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +92,18 @@ def test_passwords_are_redacted():
 ])
 def test_bad_files_are_one_clear_error(clips, tmp_path, case, message):
     path = _bad_file(case, clips, tmp_path)
-    with pytest.raises(StreamFerError, match=message):
-        with FileSource(path) as source:
-            for _ in source:
-                pass
+    with pytest.raises(StreamFerError, match=message), FileSource(path) as source:
+        for _ in source:
+            pass
 
 
 def test_truncated_file_with_index_first_is_reported_after_its_frames(clips, tmp_path):
     fast = faststart_copy(clips["single_face.mp4"], tmp_path / "fast.mp4")
     cut = truncated_copy(fast, tmp_path / "cut.mp4", 0.3)
     got = []
-    with pytest.raises(StreamFerError, match="truncated or corrupt: decoded"):
-        with FileSource(cut) as source:
-            for frame in source:
-                got.append(frame.index)
+    with pytest.raises(StreamFerError, match="truncated or corrupt: decoded"), FileSource(cut) as source:
+        for frame in source:
+            got.append(frame.index)
     assert 0 < len(got) < CLIPS["single_face.mp4"]
 
 
@@ -189,4 +196,4 @@ def test_webcam_drops_oldest_frames_for_a_slow_consumer(monkeypatch):
     assert source.dropped > 0
     assert len(seen) + source.dropped == source.captured
     assert [f.index for f in seen] == sorted(f.index for f in seen)
-    assert all(b.pts > a.pts for a, b in zip(seen, seen[1:]))
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(seen))
