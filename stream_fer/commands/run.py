@@ -17,8 +17,11 @@ import sys
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-OVERLAYS = ("box", "label", "bars", "attention", "au_regions")
+# as engines.select.BACKENDS (not imported here: `--help` stays instant)
+BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda",
+            "onnxruntime-cpu")
+OVERLAYS = {"box": "the face box", "label": "the label and its probability", "bars": "the probability bars",
+            "attention": "the attention heatmap", "au_regions": "the AU regions and their names"}
 
 
 def register(subparsers) -> None:
@@ -35,6 +38,8 @@ def register(subparsers) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     model.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
+    model.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="CPU inference threads (default: 1; the pipeline's other stages use the other cores)")
     model.add_argument("--landmarker", metavar="PATH", help="face_landmarker.task (default: resolved and verified)")
     analysis = parser.add_argument_group("analysis")
     analysis.add_argument("--max-faces", type=int, default=1, metavar="N", help="faces per frame (default: 1)")
@@ -43,15 +48,15 @@ def register(subparsers) -> None:
     analysis.add_argument("--smoothing-strength", type=float, default=0.6, metavar="X",
                           help="0 (none) to 1 (strongest); default 0.6")
     overlays = parser.add_argument_group("overlays")
-    for name in OVERLAYS:
-        flag = name.replace("_", "-")
-        overlays.add_argument(f"--no-{flag}", dest=f"no_{name}", action="store_true", help=f"do not draw the {flag}")
+    for name, what in OVERLAYS.items():
+        overlays.add_argument(f"--no-{name.replace('_', '-')}", dest=f"no_{name}", action="store_true",
+                              help=f"do not draw {what}")
     overlays.add_argument("--panel", action="store_true", help="add the explanation panel of the largest face")
     video = parser.add_argument_group("input and encoding")
     video.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     video.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
     video.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
-    video.add_argument("--preset", default="veryfast", help="x264 speed preset (default: veryfast)")
+    video.add_argument("--preset", default="superfast", help="x264 speed preset (default: superfast)")
     video.add_argument("--reconnect", type=int, default=5, metavar="N",
                        help="RTSP: reconnect attempts after the stream drops (default: 5)")
     video.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
         raise StreamFerError("nothing to write: give --out, --csv and/or --jsonl")
     if args.max_faces < 1:
         raise StreamFerError("--max-faces must be at least 1")
+    if args.threads < 1:
+        raise StreamFerError("--threads must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamFerError("--max-frames must be at least 1")
     outputs = [p for p in (args.out, args.csv, args.jsonl) if p]
@@ -144,7 +151,7 @@ def _make_analyzer(args, image: bool):
     overlays = OverlayOptions(**{name: not getattr(args, f"no_{name}") for name in OVERLAYS}, panel=args.panel)
     from engines.select import load_engine
 
-    engine = load_engine(args.model, backend=args.backend,
+    engine = load_engine(args.model, backend=args.backend, threads=args.threads,
                          report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
     return FrameAnalyzer(engine, landmarker_path=args.landmarker, max_faces=args.max_faces,
                          smoothing=args.smoothing, smoothing_strength=args.smoothing_strength, overlays=overlays,
