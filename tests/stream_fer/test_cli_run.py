@@ -8,6 +8,7 @@ the product's paths without depending on the shipped model's weights."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -182,5 +183,29 @@ def test_ctrl_c_leaves_a_playable_video(clips, shared_dir, model, env, tmp_path)
     times = decode_times(out)  # opens and decodes: the container was finalised
     assert len(times) > 0
     assert times == pytest.approx(decode_times(src)[: len(times)], abs=1e-6)
+    with open(rows) as f:
+        assert len(list(csv.DictReader(f))) == len(times)
+
+
+def test_rtsp_input_ends_cleanly_when_the_server_goes_away(cli, model, env, tmp_path):
+    import threading
+
+    from rtsp_server import RtspServer, encode_h264, synthetic_frames
+
+    server = RtspServer(encode_h264(synthetic_frames(30, 320, 240), fps=30), fps=30).start()
+    timer = threading.Timer(4.0, server.stop)  # after start-up and about a second of streaming
+    timer.start()
+    out, rows = tmp_path / "live.mp4", tmp_path / "live.csv"
+    try:
+        result = cli(server.url, "--out", out, "--csv", rows, "--reconnect", "2", "--model", model, env=env,
+                     timeout=90)
+    finally:
+        timer.cancel()
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "reconnecting" in result.stderr and "gave up" in result.stderr
+    times = decode_times(out)
+    assert len(times) > 0 and all(b > a for a, b in itertools.pairwise(times))
     with open(rows) as f:
         assert len(list(csv.DictReader(f))) == len(times)
