@@ -1,0 +1,274 @@
+"""The Gradio page: four tabs (Webcam, RTSP, File, Image) over AppHandlers, and `serve()` to run it.
+
+This is the only module that imports gradio. Layout and wiring only: every value shown comes from
+stream_fer.app.handlers, which runs the CLI's own per-frame analysis and pipeline.
+
+Safety: binds 127.0.0.1 unless told otherwise; uploads are capped (launch's max_file_size); handlers
+read only files gradio itself received (no path typed into the page is ever opened); stream URLs must be
+rtsp://; each visitor's analyzers live in that visitor's gr.State, and events run concurrently across
+visitors (each event has its own concurrency limit, so a long file job never blocks a webcam stream).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from stream_fer.app.handlers import AppHandlers, close_session
+from stream_fer.app.ports import check_port_free
+from stream_fer.app.sessions import AnalyzerFactory, EnginePool, overlay_choices
+from stream_fer.app.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_FACES_LIMIT,
+    AppConfig,
+)
+from stream_fer.errors import StreamFerError
+
+log = logging.getLogger(__name__)
+
+# How many events of each kind may run at once, over all visitors. Live events are short (one frame);
+# file jobs are long and CPU-bound, so few run at a time and the rest wait in the queue.
+LIVE_CONCURRENCY = 16
+FILE_CONCURRENCY = 2
+IMAGE_CONCURRENCY = 4
+
+INTRO = """# stream-fer
+Facial-expression analysis you can check: every prediction comes with where the model looked, the
+facial Action Units (AUs) its expression involves, how well the two agree (cosine; low means *right
+answer, wrong reasons* is possible), and MediaPipe's measured blendshapes for those AUs."""
+
+
+def _user_errors(fn):
+    """Show a StreamFerError as a one-line message in the page instead of a generic error."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StreamFerError as exc:
+            raise gr.Error(str(exc)) from None
+    return wrapper
+
+
+OVERLAY_LABELS = {"box": "box", "label": "label", "bars": "probability bars", "attention": "attention map",
+                  "au_regions": "AU regions", "panel": "explanation panel in the corner"}
+
+
+class _Panels:
+    """The panels beside a frame, created unrendered so each tab places them; `.outputs` is the handlers'
+    order: probability bars, explanation image, summary, blendshapes, attention share per AU region."""
+
+    def __init__(self, prefix: str, wide: bool = False) -> None:
+        self.summary = gr.Markdown("No face yet.", elem_id=f"{prefix}-summary", render=False)
+        self.probs = gr.Label(label="Expression probabilities (smoothed)", num_top_classes=8,
+                              elem_id=f"{prefix}-probs", render=False)
+        self.explanation = gr.Image(label="Where the model looked", show_label=False, type="numpy", format="png",
+                                    interactive=False, elem_id=f"{prefix}-explanation", render=False)
+        self.blendshapes = gr.Label(label="Measured blendshapes of those AUs (MediaPipe)", num_top_classes=10,
+                                    show_heading=False, elem_id=f"{prefix}-blendshapes", render=False)
+        self.au_share = gr.Label(label="Share of attention per AU region", num_top_classes=8 if wide else 6,
+                                 show_heading=False, elem_id=f"{prefix}-au-share", render=False)
+
+    @property
+    def outputs(self) -> list:
+        return [self.probs, self.explanation, self.summary, self.blendshapes, self.au_share]
+
+    def render_side(self) -> None:
+        """Summary, bars, blendshapes and attention shares, stacked (the column beside a live frame)."""
+        self.summary.render()
+        self.probs.render()
+        with gr.Row():
+            self.blendshapes.render()
+            self.au_share.render()
+
+
+def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None = None,
+              handlers: AppHandlers | None = None) -> gr.Blocks:
+    """The page. `factory` (engines + landmarker) is shared by every visitor; it is built from `config`
+    when not given. The default backend's engine is loaded now, so a missing model fails at start-up."""
+    config = config or AppConfig()
+    if factory is None:
+        factory = AnalyzerFactory(EnginePool(config.model_dir), config.landmarker_path)
+    default_engine = factory.engines.get(config.backend)
+    handlers = handlers or AppHandlers(config, factory, skip=gr.skip)
+    overlay_names, overlay_defaults = overlay_choices()
+    from stream_fer.smoothing import SMOOTHING_STRATEGIES
+
+    # delete_cache: gradio's copies of uploads and outputs older than an hour go, checked every 30 minutes.
+    with gr.Blocks(title="stream-fer", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(f"Engine: **{default_engine.name}** · classes: {', '.join(default_engine.info.class_names)}"
+                    f" · uploads up to {config.max_upload_mb} MB", elem_id="engine-status")
+        with gr.Accordion("Settings", open=True):
+            with gr.Row():
+                backend = gr.Dropdown(list(dict.fromkeys((config.backend, *config.backends))),
+                                      value=config.backend, label="Backend", elem_id="backend")
+                max_faces = gr.Slider(1, MAX_FACES_LIMIT, value=1, step=1, label="Max faces",
+                                      elem_id="max-faces")
+                smoothing = gr.Dropdown(list(SMOOTHING_STRATEGIES), value="ema", label="Smoothing",
+                                        elem_id="smoothing")
+                strength = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Smoothing strength",
+                                     elem_id="smoothing-strength")
+                selected = gr.Slider(1, MAX_FACES_LIMIT, value=1, step=1,
+                                     label="Face shown in the panels (1 = leftmost)", elem_id="selected-face")
+            overlays = gr.CheckboxGroup([(OVERLAY_LABELS.get(n, n.replace("_", " ")), n) for n in overlay_names],
+                                        value=overlay_defaults, label="Overlays drawn on the video",
+                                        elem_id="overlays")
+        controls = [backend, max_faces, smoothing, strength, overlays]
+
+        with gr.Tabs():
+            with gr.Tab("Webcam", id="webcam"):
+                cam_state = gr.State(None, delete_callback=close_session)
+                cam_panels = _Panels("webcam")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        with gr.Row():
+                            cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                                              elem_id="webcam-in")
+                            cam_out = gr.Image(label="Annotated", type="numpy", interactive=False, format="jpeg",
+                                               elem_id="webcam-out")
+                        cam_panels.explanation.render()
+                    with gr.Column(scale=2):
+                        cam_panels.render_side()
+                cam_in.stream(_user_errors(handlers.webcam), [cam_in, cam_state, *controls, selected],
+                              [cam_state, cam_out, *cam_panels.outputs], api_name="webcam",
+                              stream_every=1.0 / config.webcam_fps, time_limit=config.stream_time_limit_s,
+                              concurrency_limit=LIVE_CONCURRENCY, concurrency_id="webcam",
+                              show_progress="hidden")
+
+            with gr.Tab("RTSP", id="rtsp"):
+                rtsp_state = gr.State(None, delete_callback=close_session)
+                rtsp_panels = _Panels("rtsp")
+                timer = gr.Timer(config.rtsp_poll_s, active=False)
+                with gr.Row():
+                    url = gr.Textbox(label="Stream URL (rtsp:// only)", placeholder="rtsp://camera.local:554/stream",
+                                     scale=4, elem_id="rtsp-url")
+                    start = gr.Button("Start", variant="primary", scale=1, elem_id="rtsp-start")
+                    stop = gr.Button("Stop", scale=1, elem_id="rtsp-stop")
+                rtsp_status = gr.Markdown("Not started.", elem_id="rtsp-status")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        rtsp_out = gr.Image(label="Latest annotated frame", type="numpy", interactive=False,
+                                            format="jpeg", elem_id="rtsp-out")
+                        rtsp_panels.explanation.render()
+                    with gr.Column(scale=2):
+                        rtsp_panels.render_side()
+
+                def rtsp_start(url_, session, backend_, faces_, smoothing_, strength_, overlays_):
+                    session, status = handlers.rtsp_start(url_, session, backend_, faces_, smoothing_, strength_,
+                                                          overlays_)
+                    return session, status, gr.Timer(active=True)
+
+                def rtsp_poll(session, face):
+                    *values, running = handlers.rtsp_poll(session, face)
+                    return (*values, gr.Timer(active=bool(running)))
+
+                def rtsp_stop(session):
+                    session, status = handlers.rtsp_stop(session)
+                    return session, status, gr.Timer(active=False)
+
+                start.click(_user_errors(rtsp_start), [url, rtsp_state, *controls], [rtsp_state, rtsp_status, timer],
+                            api_name="rtsp_start", concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
+                stop.click(rtsp_stop, [rtsp_state], [rtsp_state, rtsp_status, timer], api_name="rtsp_stop",
+                           concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
+                timer.tick(rtsp_poll, [rtsp_state, selected], [rtsp_out, *rtsp_panels.outputs, rtsp_status, timer],
+                           api_visibility="private", show_progress="hidden",
+                           concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-poll")
+
+            with gr.Tab("File", id="file"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        video_in = gr.File(label=f"Video file (up to {config.max_upload_mb} MB)",
+                                           file_types=["video", ".mp4", ".mov", ".mkv", ".avi", ".webm"],
+                                           type="filepath", elem_id="video-in")
+                        run_video = gr.Button("Annotate", variant="primary", elem_id="video-run")
+                        video_summary = gr.Markdown(elem_id="video-summary")
+                    with gr.Column(scale=3):
+                        video_out = gr.Video(label="Annotated video", interactive=False, elem_id="video-out")
+                        csv_out = gr.File(label="Per-frame CSV", interactive=False, elem_id="csv-out")
+                timeline = gr.LinePlot(x="time_s", y="probability", color="series", x_title="time (s)",
+                                       y_title="smoothed probability", y_lim=[0, 1], height=320,
+                                       label="Smoothed probabilities per face", elem_id="timeline")
+
+                def video(path, backend_, faces_, smoothing_, strength_, overlays_,
+                          progress=gr.Progress()):  # noqa: B008 (gradio injects the tracker here)
+                    def report(done: int, total: int | None) -> None:
+                        progress((done, total), desc="annotating", unit="frames")
+
+                    return handlers.video(path, backend_, faces_, smoothing_, strength_, overlays_, progress=report)
+
+                run_video.click(_user_errors(video), [video_in, *controls],
+                                [video_out, csv_out, timeline, video_summary], api_name="video",
+                                concurrency_limit=FILE_CONCURRENCY, concurrency_id="video")
+
+            with gr.Tab("Image", id="image"):
+                image_state = gr.State(None, delete_callback=close_session)
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        image_in = gr.Image(sources=["upload", "clipboard"], type="numpy", image_mode="RGB",
+                                            label="Photo", elem_id="image-in")
+                        run_image = gr.Button("Analyse", variant="primary", elem_id="image-run")
+                    with gr.Column(scale=1):
+                        image_out = gr.Image(label="Annotated", type="numpy", format="png", interactive=False,
+                                             elem_id="image-out")
+                image_panels = _Panels("image", wide=True)
+                image_panels.summary.render()
+                image_panels.explanation.render()
+                with gr.Row():
+                    image_panels.probs.render()
+                    image_panels.blendshapes.render()
+                    image_panels.au_share.render()
+
+                gr.on([run_image.click, image_in.upload], _user_errors(handlers.image),
+                      [image_in, image_state, *controls, selected], [image_state, image_out, *image_panels.outputs],
+                      api_name="image", concurrency_limit=IMAGE_CONCURRENCY, concurrency_id="image")
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+           max_upload_mb: int = AppConfig.max_upload_mb, block: bool = True, quiet: bool = False):
+    """Start the server for a built page; returns (app, local_url) when block=False."""
+    check_port_free(host, port)
+    demo.queue(default_concurrency_limit=1)
+    try:
+        app, local_url, _ = demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+                                        max_file_size=f"{int(max_upload_mb)}mb", prevent_thread_lock=not block,
+                                        quiet=quiet, ssr_mode=False, show_error=False, footer_links=["api"],
+                                        mcp_server=False, pwa=False, enable_monitoring=False)
+    except OSError as exc:  # lost a race for the port, or the host name does not resolve here
+        raise StreamFerError(f"cannot start the app on {host}:{port}: {exc}") from None
+    return app, local_url
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "auto",
+          max_upload_mb: int = AppConfig.max_upload_mb, model_dir: Path | None = None,
+          landmarker_path: Path | None = None, block: bool = True):
+    """Build the page and serve it (blocks until Ctrl-C unless block=False; then returns the Blocks)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this address can use the app", host)
+    check_port_free(host, port)
+    from stream_fer.model_files import resolve_landmarker
+
+    landmarker_path = resolve_landmarker(landmarker_path)  # verified now: a missing model fails at start-up
+    config = AppConfig(backend=backend, model_dir=model_dir, landmarker_path=landmarker_path,
+                       max_upload_mb=max_upload_mb)
+    engines = EnginePool(model_dir, report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
+    demo = build_app(config, AnalyzerFactory(engines, landmarker_path))
+    _, url = launch(demo, host, port, max_upload_mb, block=False, quiet=True)
+    print(f"stream-fer: serving on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    if block:
+        try:
+            while demo.is_running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("stream-fer: stopping the app", file=sys.stderr, flush=True)
+        finally:
+            demo.close()
+    return demo

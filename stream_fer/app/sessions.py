@@ -1,0 +1,257 @@
+"""Per-visitor state: each browser session (and each of its streams) owns its own FrameAnalyzer, so one
+visitor's tracker, smoother and landmarker never see another's frames, and a busy visitor never holds a
+lock another one waits on. Engines are loaded once per backend and shared; an engine whose backend is
+not known to be safe to call from several threads at once is serialised behind a lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream_fer.app.settings import AnalysisSettings
+from stream_fer.errors import StreamFerError
+from stream_fer.frames import Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+# ONNX Runtime's InferenceSession.run may be called from several threads at once; the others
+# (a TensorRT execution context, a torch module on one CUDA stream) are serialised.
+_THREAD_SAFE_ENGINE_PREFIXES = ("onnxruntime",)
+
+
+class _SerialisedEngine:
+    """An engine behind a lock: same interface, one infer() at a time."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.name = engine.name
+        self.info = engine.info
+
+    def infer(self, faces):
+        with self._lock:
+            return self._engine.infer(faces)
+
+    def __getattr__(self, item):  # anything else the wrapped engine offers (close, describe, ...)
+        return getattr(self._engine, item)
+
+
+class EnginePool:
+    """One engine per requested backend, loaded on first use and shared by every session."""
+
+    def __init__(self, model_dir: Path | None = None, loader: Callable | None = None,
+                 report: Callable[[str], None] | None = None) -> None:
+        self._model_dir = model_dir
+        self._loader = loader
+        self._report = report  # gets the backend selection lines (the CLI prints them)
+        self._engines: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, backend: str = "auto"):
+        with self._lock:
+            engine = self._engines.get(backend)
+            if engine is None:
+                engine = self._load(backend)
+                if not engine.name.startswith(_THREAD_SAFE_ENGINE_PREFIXES):
+                    engine = _SerialisedEngine(engine)
+                self._engines[backend] = engine
+                log.info("app: backend %r -> engine %s", backend, engine.name)
+            return engine
+
+    def _load(self, backend: str):
+        if self._loader is not None:
+            return self._loader(model_dir=self._model_dir, backend=backend)
+        from engines.select import load_engine
+
+        return load_engine(self._model_dir, backend=backend, report=self._report)
+
+    def loaded(self) -> dict[str, str]:
+        """requested backend -> engine actually used, for the page's status line."""
+        with self._lock:
+            return {k: e.name for k, e in self._engines.items()}
+
+
+class AnalyzerFactory:
+    """Builds FrameAnalyzers the way the CLI does, from a visitor's settings. Shared by all sessions."""
+
+    def __init__(self, engines: EnginePool, landmarker_path: Path | None = None) -> None:
+        self.engines = engines
+        self.landmarker_path = landmarker_path
+
+    def create(self, settings: AnalysisSettings, mode: str = "video"):
+        from stream_fer.analyzer import FrameAnalyzer
+
+        return FrameAnalyzer(self.engines.get(settings.backend), landmarker_path=self.landmarker_path,
+                             max_faces=settings.max_faces, smoothing=settings.smoothing,
+                             smoothing_strength=settings.smoothing_strength,
+                             overlays=overlay_options(settings.overlays), mode=mode)
+
+
+def overlay_options(names: tuple[str, ...]):
+    """OverlayOptions with exactly the named overlays switched on (names are OverlayOptions' boolean
+    fields, as listed by overlay_choices())."""
+    from dataclasses import fields
+
+    from stream_fer.render import OverlayOptions
+
+    flags = {f.name: (f.name in names) for f in fields(OverlayOptions) if isinstance(f.default, bool)}
+    return OverlayOptions(**flags)
+
+
+def overlay_choices() -> tuple[list[str], list[str]]:
+    """(every overlay name, the ones on by default): OverlayOptions' boolean fields."""
+    from dataclasses import fields
+
+    from stream_fer.render import OverlayOptions
+
+    names = [f.name for f in fields(OverlayOptions) if isinstance(f.default, bool)]
+    return names, [f.name for f in fields(OverlayOptions) if isinstance(f.default, bool) and f.default]
+
+
+class AnalyzerSlot:
+    """One analyzer for one stream of frames, rebuilt when the visitor changes the settings. Frames of one
+    stream are analysed one at a time, in order (the smoother and tracker depend on it)."""
+
+    def __init__(self, factory: AnalyzerFactory, mode: str = "video") -> None:
+        self._factory = factory
+        self._mode = mode
+        self._analyzer = None
+        self._settings: AnalysisSettings | None = None
+        self.lock = threading.Lock()  # held while a frame is analysed
+
+    def analyzer(self, settings: AnalysisSettings):
+        """The analyzer for these settings (call with `lock` held). Overlays only change how frames are
+        drawn, so switching them keeps the analyzer (and its tracks and smoothing)."""
+        if (self._analyzer is not None and settings != self._settings
+                and dataclasses.replace(settings, overlays=self._settings.overlays) == self._settings):
+            self._analyzer.overlays = overlay_options(settings.overlays)
+            self._settings = settings
+        if self._analyzer is None or settings != self._settings:
+            self._close_analyzer()
+            self._analyzer = self._factory.create(settings, mode=self._mode)
+            self._settings = settings
+        return self._analyzer
+
+    def _close_analyzer(self) -> None:
+        if self._analyzer is not None:
+            try:
+                self._analyzer.close()
+            except Exception:  # closing must never take a visitor's request down
+                log.exception("app: closing an analyzer failed")
+            self._analyzer = None
+
+    def reset(self) -> None:
+        with self.lock:
+            if self._analyzer is not None:
+                self._analyzer.reset()
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_analyzer()
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """One analysed frame, with what the explanation panel needs to redraw any of its faces."""
+
+    rgb: np.ndarray  # the frame as received
+    annotated: np.ndarray
+    result: FrameResult
+    crop_size: int
+    class_names: tuple[str, ...]
+
+
+def analyse_frame(analyzer, frame: Frame) -> Analysed:
+    """The CLI's per-frame analysis (FrameAnalyzer.analyze), keeping the input frame beside the output."""
+    annotated, result = analyzer.analyze(frame)
+    return Analysed(frame.rgb, annotated, result, int(analyzer.crop_size), tuple(analyzer.class_names))
+
+
+class LiveSession:
+    """A webcam stream of one browser session: frames get increasing indices and capture-clock
+    timestamps, and go through the session's own analyzer one at a time. A frame that arrives while the
+    previous one is still being analysed is dropped (live sources keep latency bounded by dropping)."""
+
+    NEW_STREAM_GAP_S = 2.0  # a pause longer than this starts a new stream (fresh tracks and smoothing)
+
+    def __init__(self, factory: AnalyzerFactory) -> None:
+        self.slot = AnalyzerSlot(factory, mode="video")
+        self.frames_in = 0
+        self.dropped = 0
+        self._t0: float | None = None
+        self._last_seen: float | None = None
+        self.last: Analysed | None = None
+
+    def step(self, rgb: np.ndarray, settings: AnalysisSettings) -> Analysed | None:
+        """Analyse one frame; None when the previous frame is still being analysed (this one is dropped)."""
+        rgb = as_rgb(rgb)
+        if not self.slot.lock.acquire(blocking=False):
+            self.dropped += 1
+            return None
+        try:
+            analyzer = self.slot.analyzer(settings)
+            now = time.monotonic()
+            if self._last_seen is not None and now - self._last_seen > self.NEW_STREAM_GAP_S:
+                analyzer.reset()  # the visitor stopped and started again: a new stream, not a long frame
+                self._t0 = None
+            self._last_seen = now
+            if self._t0 is None:
+                self._t0 = now
+            frame = Frame(index=self.frames_in, timestamp=now - self._t0, capture_time=now, rgb=rgb)
+            self.frames_in += 1
+            self.last = analyse_frame(analyzer, frame)
+            return self.last
+        finally:
+            self.slot.lock.release()
+
+    def restart(self) -> None:
+        """A new stream from the same visitor: forget tracks and smoothing, keep the analyzer."""
+        self.slot.reset()
+        self._t0 = self._last_seen = None
+        self.last = None
+
+    def close(self) -> None:
+        self.slot.close()
+
+
+class ImageSession:
+    """Still photos of one browser session: an image-mode analyzer, reset before each photo so nothing
+    carries over from the previous one."""
+
+    def __init__(self, factory: AnalyzerFactory) -> None:
+        self.slot = AnalyzerSlot(factory, mode="image")
+
+    def analyse(self, rgb: np.ndarray, settings: AnalysisSettings) -> Analysed:
+        rgb = as_rgb(rgb)
+        with self.slot.lock:
+            analyzer = self.slot.analyzer(settings)
+            analyzer.reset()
+            now = time.monotonic()
+            return analyse_frame(analyzer, Frame(index=0, timestamp=0.0, capture_time=now, rgb=rgb))
+
+    def close(self) -> None:
+        self.slot.close()
+
+
+def as_rgb(image) -> np.ndarray:
+    """A contiguous (H, W, 3) uint8 RGB array from what the page sends (RGB, RGBA or grayscale)."""
+    if image is None:
+        raise StreamFerError("no image received")
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 2 or a.shape[1] < 2:
+        raise StreamFerError(f"not an image: array of shape {a.shape}")
+    if a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
