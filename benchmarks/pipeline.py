@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,10 +39,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # benc
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from stream_fer.frames import FrameResult  # noqa: E402
-from stream_fer.pipeline import Stage, run_pipeline, run_stages  # noqa: E402
-from stream_fer.sinks import VideoSink  # noqa: E402
-from stream_fer.sources import FileSource, RtspSource  # noqa: E402
+from stream_fer.frames import FrameResult
+from stream_fer.pipeline import Stage, run_pipeline, run_stages
+from stream_fer.sinks import VideoSink
+from stream_fer.sources import FileSource, RtspSource
 
 log = logging.getLogger("benchmarks.pipeline")
 
@@ -176,7 +177,7 @@ def machine() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     try:
-        busy = subprocess.run(["pgrep", "-f", "train fit"], capture_output=True, text=True).stdout.split()
+        busy = subprocess.run(["pgrep", "-f", "train fit"], capture_output=True, text=True, check=False).stdout.split()
     except OSError:
         busy = []
     note = f", {len(busy)} training job(s) running" if busy else ", no training jobs running"
@@ -203,7 +204,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from engines.select import load_engine
-
     from stream_fer.model_files import resolve_landmarker
 
     args.landmarker = str(resolve_landmarker(args.landmarker))
@@ -232,18 +232,19 @@ def main(argv=None) -> int:
 
     rtsp_lines: list[str] = []
     if args.rtsp > 0:
-        live, server = rtsp_latency(args.video, args, engine, out_dir / "live.mp4")
+        live, _ = rtsp_latency(args.video, args, engine, out_dir / "live.mp4")
         rtsp_lines = [
             f"loopback RTSP at 30 fps, {live.frames_out} frames processed ({args.rtsp:g} s requested): "
             f"capture -> rendered latency median {live.latency_median_ms:.0f} ms, p95 {live.latency_p95_ms:.0f} ms; "
             f"throughput {live.fps:.1f} fps; dropped {live.dropped}",
         ]
         print(rtsp_lines[0])
-        for line in live.summary_lines()[2:]:
-            print("   ", line)
+        for line in live.summary_lines():
+            if line.startswith("  "):  # the per-stage lines
+                print("   ", line)
 
     if args.append_results:
-        command = "python benchmarks/pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
         stage_rows = "\n".join(f"| {s.name} | {s.median_ms:.1f} | {s.p95_ms:.1f} | {s.capacity_fps:.0f} |"
                                for s in stats.stages)
         label = f" ({args.label})" if args.label else ""
