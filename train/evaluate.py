@@ -90,11 +90,34 @@ def compute_metrics(labels: np.ndarray, probs: np.ndarray, attention: np.ndarray
 
 
 def evaluate_split(model, split: FerSplit, cache, device: str = "cpu") -> tuple[dict, dict]:
-    """(metrics, arrays) for a split; arrays hold what the figures need."""
+    """(metrics, arrays) for a split; arrays hold what the figures and sample metrics need."""
     maps, valid = split_maps(split, cache)
     probs, attention, cams = predict(model, split.images, device=device)
     metrics = compute_metrics(split.labels, probs, attention, cams, maps, valid)
-    return metrics, {"labels": split.labels, "attention": attention, "cams": cams, "maps": maps, "valid": valid}
+    return metrics, {"labels": split.labels, "probs": probs, "attention": attention, "cams": cams, "maps": maps,
+                     "valid": valid}
+
+
+def sample_metrics(arrays: dict, n: int) -> dict:
+    """Metrics on the first n images of the evaluated split, from arrays already computed: lets a
+    quick `eval --limit n` run be checked against a full run's eval.json."""
+    a = {k: v[:n] for k, v in arrays.items()}
+    return {"limit": n, **compute_metrics(a["labels"], a["probs"], a["attention"], a["cams"], a["maps"], a["valid"])}
+
+
+def cache_for(split: FerSplit):
+    """The landmark cache, or, where it has not been built (`python -m train landmarks`), landmarks
+    computed now for just this split's images."""
+    from train.landmarks import LandmarkCache, default_cache_path, landmark_images
+
+    if default_cache_path().exists():
+        return load_cache()
+    log.info("no landmark cache at %s: landmarking the %d evaluated images now", default_cache_path(), len(split))
+    from stream_fer.landmarks import Landmarker
+
+    with Landmarker(mode="image", max_faces=1, min_detection_confidence=0.2) as landmarker:
+        points, found = landmark_images(split.images, landmarker)
+    return LandmarkCache(split.keys, points.astype(np.float16), found)
 
 
 def class_mean_figure(arrays: dict, path: Path) -> Path:
@@ -152,6 +175,8 @@ def register(sub) -> None:
     parser.add_argument("--figure", type=Path, help="save per-class mean attention / CAM / AU map as a PNG")
     parser.add_argument("--data", help="ferplus.tar.gz or its extracted folder")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="also record metrics on the first N images under 'sample' (checked by the tests)")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(handler=_eval)
 
@@ -161,8 +186,10 @@ def _eval(args) -> int:
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
-    metrics, arrays = evaluate_split(model, split, load_cache(), args.device)
+    metrics, arrays = evaluate_split(model, split, cache_for(split), args.device)
     metrics = {"checkpoint": args.checkpoint.name, "split": args.split, **metrics}
+    if args.sample:
+        metrics["sample"] = sample_metrics(arrays, args.sample)
     print(format_report(metrics))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
