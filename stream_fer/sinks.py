@@ -225,6 +225,10 @@ class _AudioCopier:
         self._input.close()
 
 
+class _AudioNotCopyable(Exception):
+    pass
+
+
 class VideoSink:
     """The annotated video: H.264 (libx264, yuv420p) with the input's frame count and timing (each frame
     keeps its input pts in the input's time base) and the input's audio copied when present.
@@ -246,6 +250,21 @@ class VideoSink:
         self._time_base = info.time_base or DEFAULT_TIME_BASE
         self._closed = False
         self._audio: _AudioCopier | None = None
+        self._settings = (preset, crf, threads)
+        want_audio = copy_audio and info.has_audio and info.path is not None
+        try:
+            self._open(with_audio=want_audio)
+        except _AudioNotCopyable as why:
+            log.warning("the input's audio cannot be copied into %s (%s); writing video only", self.path.name, why)
+            self._open(with_audio=False)
+
+    def _open(self, with_audio: bool) -> None:
+        """Create the container and its streams and write the header now, so a path or a stream the muxer
+        rejects fails before any frame is processed."""
+        import av
+
+        info = self.info
+        preset, crf, threads = self._settings
         try:
             self._container = av.open(str(self.path), mode="w")
         except (av.FFmpegError, OSError) as exc:
@@ -264,15 +283,20 @@ class VideoSink:
             if threads:
                 stream.codec_context.thread_count = threads
             self._stream = stream
-            if copy_audio and info.has_audio and info.path is not None:
+            if with_audio:
                 try:
                     self._audio = _AudioCopier(info.path, self._container)
                 except (av.FFmpegError, ValueError, IndexError) as exc:
-                    log.warning("the input's audio cannot be copied into %s (%s); writing video only",
-                                self.path.name, exc)
-                    self._audio = None
+                    raise _AudioNotCopyable(str(exc)) from None
+            try:
+                self._container.start_encoding()
+            except (av.FFmpegError, ValueError) as exc:
+                if self._audio is not None:
+                    raise _AudioNotCopyable(str(exc)) from None
+                raise StreamFerError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         except BaseException:
             self._abort()
+            self._audio = None
             raise
 
     @property

@@ -155,3 +155,30 @@ def test_image_sink(tmp_path, stills):
     sink.write(None, None, rgb)
     sink.close()
     assert np.array_equal(read_rgb(tmp_path / "out.png"), rgb)
+
+
+def test_audio_the_output_cannot_hold_is_left_out_with_a_warning(clips, tmp_path, caplog):
+    import av
+
+    src = tmp_path / "mulaw.mov"  # G.711 audio: fine in .mov, not allowed in .mp4
+    with av.open(str(clips["single_face.mp4"])) as i, av.open(str(src), "w") as o:
+        video = o.add_stream_from_template(i.streams.video[0])
+        audio = o.add_stream("pcm_mulaw", rate=8000, layout="mono")
+        for packet in i.demux(i.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = video
+                o.mux(packet)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, k * 800
+            for packet in audio.encode(frame):
+                o.mux(packet)
+        for packet in audio.encode(None):
+            o.mux(packet)
+    with caplog.at_level("WARNING", logger="stream_fer.sinks"):
+        _copy(src, tmp_path / "out.mp4", preset="ultrafast")
+    assert "writing video only" in caplog.text
+    assert audio_packets(tmp_path / "out.mp4") == []
+    assert len(decode_times(tmp_path / "out.mp4")) == CLIPS["single_face.mp4"]
+    _copy(src, tmp_path / "out.mov", preset="ultrafast")  # .mov keeps it
+    assert audio_packets(tmp_path / "out.mov") == [("pcm_mulaw", 10)]
