@@ -126,10 +126,10 @@ def _analyzer(args, engine):
 
 
 def _warm(analyzer, path: Path) -> None:
-    """One frame through every stage (MediaPipe and ONNX Runtime start-up), then a fresh state."""
+    """One frame through every stage (MediaPipe and ONNX Runtime start-up). No reset() afterwards: in VIDEO
+    mode it would start a new MediaPipe graph, and its start-up would fall inside the timing."""
     with FileSource(path) as source:
         analyzer.analyze(next(iter(source)))
-    analyzer.reset()
 
 
 def full_pipeline(path: Path, args, engine, out: Path):
