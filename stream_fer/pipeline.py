@@ -298,7 +298,11 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
             # the sink thread closes the sinks and the source thread the source; wait for both, so that
             # nothing is closed while another thread still uses it
             for t in threads:
-                t.join(timeout=None if t in (sink_thread, threads[0]) else 5.0)
+                if t.ident is None:  # never started
+                    continue
+                t.join(timeout=None if t is sink_thread else 30.0 if t is threads[0] else 5.0)
+                if t.is_alive():
+                    log.warning("pipeline thread %s did not stop", t.name)
     interrupted = interrupts[0] > 0
 
     if run.error is not None:
@@ -307,7 +311,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         raise run.source_error
     if close_errors:
         raise close_errors[0]
-    if not interrupted and not live and max_frames is None and counts["out"] != counts["in"]:
+    if not interrupted and not live and counts["out"] != counts["in"]:
         raise RuntimeError(f"the pipeline lost frames: read {counts['in']}, wrote {counts['out']}")
     wall = (times["last"] - times["first"]) if times["first"] and times["last"] else 0.0
     lat = np.frombuffer(e2e, dtype=np.float64) if len(e2e) else None
