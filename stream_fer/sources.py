@@ -14,6 +14,7 @@ camera) is raised as one StreamFerError line.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 import logging
 import threading
@@ -192,6 +193,8 @@ class FileSource(Source):
                         + (f" {fps:.3g} fps" if fps else "") + (f", {stream.frames} frames" if stream.frames else ""),
         )
         self._peek()
+        if (self._first.width, self._first.height) != (ctx.width, ctx.height):  # cropping, odd streams
+            self.info = dataclasses.replace(self.info, width=self._first.width, height=self._first.height)
         self.state = SourceState.STREAMING
         log.info("opened %s", self.info.description)
         return self.info
