@@ -72,7 +72,7 @@ class _Panels:
                                     interactive=False, elem_id=f"{prefix}-explanation", render=False)
         self.blendshapes = gr.Label(label="Measured blendshapes of those AUs (MediaPipe)", num_top_classes=10,
                                     show_heading=False, elem_id=f"{prefix}-blendshapes", render=False)
-        self.au_share = gr.Label(label="Share of attention per AU region", num_top_classes=8 if wide else 6,
+        self.au_share = gr.Label(label="Share of attention per AU region (all AUs)", num_top_classes=8 if wide else 6,
                                  show_heading=False, elem_id=f"{prefix}-au-share", render=False)
 
     @property

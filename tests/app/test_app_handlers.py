@@ -61,9 +61,9 @@ def test_webcam_handler_streams_annotated_frames_and_panels(app_handlers, clip_f
 
         # The annotated frame is the input with the overlays drawn where the face is.
         assert annotated.shape == rgb.shape and annotated.dtype == np.uint8
-        changed = np.abs(annotated.astype(np.int16) - rgb.astype(np.int16)).max(axis=2) > 24
+        changed = np.abs(annotated.astype(np.int16) - rgb.astype(np.int16)).max(axis=2) > 8
         inside = box_mask(rgb.shape, face.box)
-        assert changed[inside].mean() > 0.2, f"frame {index}: the face region is barely changed"
+        assert changed[inside].mean() > 0.1, f"frame {index}: the face region is barely changed"
         # (the probability panel goes beside the face, on the right where there is room: the man sits left
         # of centre, so the frame left of his face stays as it was)
         x0, w = int(face.box[0]), int(face.box[2] - face.box[0])
