@@ -4,6 +4,7 @@ region ellipses placed in image coordinates."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,17 +68,36 @@ def ellipse_polygon(ellipse: Ellipse, n: int = 32) -> np.ndarray:
     )
 
 
+@lru_cache(maxsize=32)
+def _pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    ys.setflags(write=False)
+    xs.setflags(write=False)
+    return ys, xs
+
+
+def fill_ellipses(ellipses: list[Ellipse], height: int, width: int) -> np.ndarray:
+    """(E, height, width) boolean masks of the pixels whose centres lie inside each ellipse, in one
+    vectorised pass. An ellipse smaller than a pixel keeps the pixel under its centre, if on the grid."""
+    if not ellipses:
+        return np.zeros((0, height, width), dtype=bool)
+    ys, xs = _pixel_centres(height, width)
+    centres = np.array([e.centre for e in ellipses], dtype=np.float32)
+    axes = np.maximum(np.array([e.semi_axes for e in ellipses], dtype=np.float32), 1e-6)
+    angles = np.array([e.angle for e in ellipses], dtype=np.float32)
+    c, s = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    dx = xs[None] - centres[:, 0, None, None]
+    dy = ys[None] - centres[:, 1, None, None]
+    u = (c * dx + s * dy) / axes[:, 0, None, None]
+    v = (-s * dx + c * dy) / axes[:, 1, None, None]
+    inside = u * u + v * v <= 1.0
+    for i in np.flatnonzero(~inside.any(axis=(1, 2))):
+        col, row = int(np.floor(centres[i, 0])), int(np.floor(centres[i, 1]))
+        if 0 <= row < height and 0 <= col < width:
+            inside[i, row, col] = True
+    return inside
+
+
 def fill_ellipse(ellipse: Ellipse, height: int, width: int) -> np.ndarray:
     """Boolean mask of the pixels whose centres lie inside the ellipse."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    dx = xs - ellipse.centre[0]
-    dy = ys - ellipse.centre[1]
-    c, s = np.cos(ellipse.angle), np.sin(ellipse.angle)
-    u = (c * dx + s * dy) / max(ellipse.semi_axes[0], 1e-6)
-    v = (-s * dx + c * dy) / max(ellipse.semi_axes[1], 1e-6)
-    inside = u * u + v * v <= 1.0
-    if not inside.any():  # smaller than a pixel: keep the pixel under its centre, if on the grid
-        col, row = int(np.floor(ellipse.centre[0])), int(np.floor(ellipse.centre[1]))
-        if 0 <= row < height and 0 <= col < width:
-            inside[row, col] = True
-    return inside
+    return fill_ellipses([ellipse], height, width)[0]
