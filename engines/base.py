@@ -6,7 +6,6 @@ normalisation and softmax are part of the graph, so a backend only moves arrays.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from stream_fer.errors import StreamFerError
+from stream_fer.model_files import file_sha256  # noqa: F401  (re-exported: engines hash their files too)
 
 INPUT_NAME = "faces"
 OUTPUT_NAMES = ("probs", "attention", "cams")
@@ -105,10 +105,3 @@ def model_files(model_dir) -> tuple[Path, ModelInfo]:
         raise StreamFerError(f"{model_dir / META_FILENAME} does not describe a grayscale face model")
     return onnx_path, info
 
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -24,7 +24,8 @@ class TorchEngine:
 
     def __init__(self, checkpoint, device: str = "auto", fp16: bool | None = None,
                  threads: int | None = None):
-        from train.checkpoint import file_hash, load_model
+        from stream_fer.model_files import file_sha256
+        from train.checkpoint import load_model
         from train.export import ExportWrapper, model_info
 
         if device == "auto":
@@ -40,7 +41,7 @@ class TorchEngine:
         checkpoint = Path(checkpoint)
         model, _ = load_model(checkpoint)  # StreamFerError for a missing, unreadable or mismatching file
         precision = "fp16" if fp16 else "fp32"
-        self.info: ModelInfo = model_info(model, precision, file_hash(checkpoint))
+        self.info: ModelInfo = model_info(model, precision, file_sha256(checkpoint))
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.dtype = torch.float16 if fp16 else torch.float32

@@ -139,3 +139,18 @@ def cli():
                               capture_output=True, text=True, env=full_env, cwd=REPO_ROOT, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def onnx_engine():
+    """The default model on ONNX Runtime (CPU); skipped, with the reason, when it cannot be loaded."""
+    try:
+        from engines.select import load_engine
+    except ImportError as exc:
+        pytest.skip(f"engines.select is not available ({exc})")
+    from stream_fer.errors import StreamFerError
+
+    try:
+        return load_engine(None, backend="onnxruntime")
+    except StreamFerError as exc:
+        pytest.skip(f"the default model cannot be loaded: {exc}")

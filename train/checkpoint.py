@@ -3,7 +3,6 @@ checkpoint can never run code. Every checkpoint carries the model config needed 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -52,10 +51,3 @@ def load_model(path, device: str = "cpu") -> tuple[AUNet, dict]:
         raise StreamFerError(f"checkpoint {path} does not match the stream-fer model: {first}") from None
     return model.to(device).eval(), state
 
-
-def file_hash(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

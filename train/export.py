@@ -33,7 +33,8 @@ from torch.nn import functional as F
 from engines.base import INPUT_NAME, META_FILENAME, ONNX_FILENAME, OUTPUT_NAMES, ModelInfo
 from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES
-from train.checkpoint import file_hash, load_model
+from stream_fer.model_files import file_sha256
+from train.checkpoint import load_model
 from train.model import AUNet
 
 log = logging.getLogger(__name__)
@@ -292,14 +293,14 @@ def export_checkpoint(checkpoint, out_dir, fp16: bool = False, faces: np.ndarray
     out_dir = Path(out_dir)
     model, _ = load_model(checkpoint)
     precision = "fp16" if fp16 else "fp32"
-    ckpt_sha = file_hash(checkpoint)
+    ckpt_sha = file_sha256(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
         tmp = Path(tmp)
         onnx_path = export_onnx(model, tmp / ONNX_FILENAME, fp16=fp16)
         # a fresh copy for the reference: export_onnx may have cast the weights to FP16
         model, _ = load_model(checkpoint)
-        info = model_info(model, precision, ckpt_sha, file_hash(onnx_path))
+        info = model_info(model, precision, ckpt_sha, file_sha256(onnx_path))
         (tmp / META_FILENAME).write_text(info.to_json())
         if check:
             if faces is None:

@@ -12,27 +12,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def app_engine():
-    """The default model on ONNX Runtime (CPU): the backend CI has."""
-    try:
-        from engines.select import load_engine
-    except ImportError as exc:
-        pytest.skip(f"engines.select is not available ({exc})")
-    from stream_fer.errors import StreamFerError
-
-    try:
-        return load_engine(None, backend="onnxruntime")
-    except StreamFerError as exc:
-        pytest.skip(f"the default model cannot be loaded: {exc}")
-
-
-@pytest.fixture(scope="session")
-def app_factory(app_engine, landmarker_model):
+def app_factory(onnx_engine, landmarker_model):
     """The shared analyzer factory of one server: every backend name the page offers maps to the loaded
     engine (CI has only the CPU)."""
     from stream_fer.app.sessions import AnalyzerFactory, EnginePool
 
-    return AnalyzerFactory(EnginePool(loader=lambda **_: app_engine), landmarker_model)
+    return AnalyzerFactory(EnginePool(loader=lambda **_: onnx_engine), landmarker_model)
 
 
 @pytest.fixture(scope="session")

@@ -57,13 +57,13 @@ def test_the_cli_does_not_import_gradio_unless_the_app_runs():
     assert out.stdout.strip() == "False"
 
 
-def test_serve_starts_on_loopback_and_stops_on_ctrl_c(app_engine, landmarker_model, gradio_temp):
+def test_serve_starts_on_loopback_and_stops_on_ctrl_c(onnx_engine, landmarker_model, gradio_temp):
     import httpx
     from app_helpers import free_port
 
     port = free_port()
     env = {**os.environ, "STREAM_FER_LANDMARKER": str(landmarker_model), "GRADIO_TEMP_DIR": str(gradio_temp)}
-    model = getattr(app_engine, "model_dir", None)
+    model = getattr(onnx_engine, "model_dir", None)
     cmd = [sys.executable, "-m", "stream_fer.cli", "serve", "--port", str(port), "--backend", "onnxruntime"]
     cmd += ["--model", str(model)] if model else []
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -58,7 +58,7 @@ def test_fp16_round_trip_same_argmax_and_attention_on_real_faces(exported_fp16, 
 
 
 def test_export_records_its_check_and_hashes(exported_fp32, exported_fp16, tiny_checkpoint):
-    from train.checkpoint import file_hash
+    from stream_fer.model_files import file_sha256
 
     for model_dir, precision in ((exported_fp32, "fp32"), (exported_fp16, "fp16")):
         info = ModelInfo.from_file(model_dir / "model.json")
@@ -66,8 +66,8 @@ def test_export_records_its_check_and_hashes(exported_fp32, exported_fp16, tiny_
         assert info.input_size == 48 and info.in_channels == 1 and info.map_size == 12
         assert info.class_names[:2] == ("neutral", "happiness") and len(info.class_names) == 7
         assert info.normalisation == {"mean": 0.5, "std": 0.25}
-        assert info.source_checkpoint_sha256 == file_hash(tiny_checkpoint)
-        assert info.onnx_sha256 == file_hash(model_dir / "model.onnx")
+        assert info.source_checkpoint_sha256 == file_sha256(tiny_checkpoint)
+        assert info.onnx_sha256 == file_sha256(model_dir / "model.onnx")
         assert info.opset >= 17
         check = info.export_check
         assert check["passed"] and check["precision"] == precision and check["faces"] > 0

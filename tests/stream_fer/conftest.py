@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from media import CLIPS
+
 from stream_fer.frames import Frame
 
 STILL_LAUGH = "WolfgangLanger_Pexels_f0300.png"
@@ -25,21 +27,6 @@ def make_frame():
 
 
 @pytest.fixture(scope="session")
-def onnx_engine():
-    """The default model on ONNX Runtime (CPU); skipped, with the reason, when it cannot be loaded."""
-    try:
-        from engines.select import load_engine
-    except ImportError as exc:
-        pytest.skip(f"engines.select is not available ({exc})")
-    from stream_fer.errors import StreamFerError
-
-    try:
-        return load_engine(None, backend="onnxruntime")
-    except StreamFerError as exc:
-        pytest.skip(f"the default model cannot be loaded: {exc}")
-
-
-@pytest.fixture(scope="session")
 def laugh(detected_stills):
     still = detected_stills.get(STILL_LAUGH)
     if still is None:
@@ -52,3 +39,12 @@ def two_faces(laugh, smile) -> np.ndarray:
     """Two people side by side: the laughing woman (left) and the smiling man (right), 1280 x 360."""
     assert laugh.rgb.shape == smile.rgb.shape
     return np.ascontiguousarray(np.concatenate([laugh.rgb, smile.rgb], axis=1))
+
+
+@pytest.fixture(scope="session")
+def clips(shared_dir):
+    videos = shared_dir / "videos"
+    missing = [name for name in CLIPS if not (videos / name).is_file()]
+    if missing:
+        pytest.skip(f"clips not in {videos}: {', '.join(missing)}")
+    return {name: videos / name for name in CLIPS}

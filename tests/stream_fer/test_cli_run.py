@@ -25,15 +25,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def clips(shared_dir):
-    videos = shared_dir / "videos"
-    missing = [name for name in CLIPS if not (videos / name).is_file()]
-    if missing:
-        pytest.skip(f"clips not in {videos}: {', '.join(missing)}")
-    return {name: videos / name for name in CLIPS}
-
-
-@pytest.fixture(scope="module")
 def model(tmp_path_factory):
     pytest.importorskip("onnx", reason="the tiny test model is written with the onnx package")
     from fake_engine import write_tiny_model

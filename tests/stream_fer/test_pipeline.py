@@ -192,15 +192,6 @@ def test_a_live_source_drops_instead_of_queueing():
 # ---------------------------------------------------------------------------- with the real analysis
 
 
-@pytest.fixture(scope="module")
-def clips(shared_dir):
-    videos = shared_dir / "videos"
-    missing = [name for name in CLIPS if not (videos / name).is_file()]
-    if missing:
-        pytest.skip(f"clips not in {videos}: {', '.join(missing)}")
-    return {name: videos / name for name in CLIPS}
-
-
 def _analyzer(landmarker_model, max_faces=1):
     from stream_fer.analyzer import FrameAnalyzer
 

@@ -18,15 +18,6 @@ from stream_fer.sinks import CsvSink, ImageSink, JsonlSink, VideoSink, check_wri
 from stream_fer.sources import FileSource
 
 
-@pytest.fixture(scope="module")
-def clips(shared_dir):
-    videos = shared_dir / "videos"
-    missing = [name for name in CLIPS if not (videos / name).is_file()]
-    if missing:
-        pytest.skip(f"clips not in {videos}: {', '.join(missing)}")
-    return {name: videos / name for name in CLIPS}
-
-
 def _empty_result(frame) -> FrameResult:
     return FrameResult(frame.index, frame.timestamp, ())
 

@@ -25,15 +25,6 @@ from stream_fer.sources import (
 )
 
 
-@pytest.fixture(scope="module")
-def clips(shared_dir):
-    videos = shared_dir / "videos"
-    missing = [name for name in CLIPS if not (videos / name).is_file()]
-    if missing:
-        pytest.skip(f"clips not in {videos}: {', '.join(missing)}")
-    return {name: videos / name for name in CLIPS}
-
-
 @pytest.mark.parametrize("name", list(CLIPS))
 def test_file_source_decodes_every_frame_with_its_timing(clips, name):
     path = clips[name]
