@@ -164,7 +164,7 @@ def stable_changes(labels: np.ndarray, hold: int) -> list[tuple[int, int]]:
             j += 1
         runs.append((i, j - i, labels[i]))
         i = j
-    for (s0, n0, l0), (s1, n1, l1) in zip(runs, runs[1:]):
+    for (_s0, n0, l0), (s1, n1, l1) in zip(runs, runs[1:]):
         if l0 >= 0 and l1 >= 0 and n0 >= hold and n1 >= hold:
             out.append((s1, int(l1)))
     return out

@@ -236,7 +236,6 @@ class VideoSink:
 
     def __init__(self, path: str | Path, info: VideoInfo, copy_audio: bool = True, crf: int = 23,
                  preset: str = "superfast", threads: int = 0) -> None:
-        import av
 
         self.path = check_writable(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:

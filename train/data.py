@@ -45,7 +45,7 @@ class FerSplit:
     def soft_targets(self) -> np.ndarray:
         return vote_distribution(self.votes)
 
-    def subset(self, index) -> "FerSplit":
+    def subset(self, index) -> FerSplit:
         return FerSplit(self.name, self.keys[index], self.images[index], self.votes[index])
 
 

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from stream_fer.face.classes import CLASS_NAMES, NUM_CLASSES
 from train.au_targets import split_maps
 from train.checkpoint import load_model
-from train.data import IMAGE_SIZE, FerSplit, load_ferplus
+from train.data import FerSplit, load_ferplus
 from train.landmarks import load_cache
 from train.model import normalise
 

@@ -1,8 +1,8 @@
 """AU maps: where an expression's Action Units are on a particular face, as an image-sized heatmap.
 
-An expression's map is the pixel-wise max over its AU regions, softened by a Gaussian whose width
-scales with the map size, then min-max normalised to [0, 1] (METHOD.md). The blur is sized relative to the face (its inter-ocular
-distance on the map), which is the map size when the map is the face crop. Neutral, missing landmarks,
+An expression's map is the pixel-wise max over its AU regions, softened by a Gaussian, then min-max
+normalised to [0, 1] (METHOD.md). The blur is sized by the face (its inter-ocular distance on the map),
+which scales with the map size when the map is the face crop. Neutral, missing landmarks,
 or regions entirely off the map give no map (None): such samples are left out of the alignment loss.
 """
 

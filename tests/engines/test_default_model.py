@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, ModelInfo, file_sha256
 from engines import default_model_dir
+from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, ModelInfo, file_sha256
 
 DEFAULT = default_model_dir()
 SHIPPED = (ONNX_FILENAME, META_FILENAME, CHECKPOINT_FILENAME, "eval.json", "MODEL_CARD.md")

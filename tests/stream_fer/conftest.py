@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from media import CLIPS
 
 from stream_fer.frames import Frame

@@ -66,7 +66,8 @@ def test_eval_command_writes_the_metrics(tmp_path, small_splits, small_cache, fe
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8)))
     out = tmp_path / "eval.json"
     proc = subprocess.run([sys.executable, "-m", "train", "eval", "--checkpoint", str(ckpt), "--split", "test",
-                           "--limit", "120", "--sample", "50", "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--limit", "120", "--sample", "50", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads(out.read_text())
     for key in ("accuracy", "macro_f1", "att_cos", "cam_cos", "per_class", "confusion", "n"):
