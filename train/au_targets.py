@@ -7,6 +7,7 @@ geometric augmentation then moves image and map together (train/augment.py). Sam
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def split_maps(split: FerSplit, cache: LandmarkCache, labels: np.ndarray | None 
         with np.load(path) as z:
             return z["maps"], z["valid"]
     maps, valid = render_maps(points, found, labels, size)
-    tmp = path.with_suffix(".part.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")  # two evaluations may render at once
     np.savez_compressed(tmp, maps=maps, valid=valid)
     tmp.replace(path)
     return maps, valid
