@@ -80,6 +80,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return image
     h, w = image.shape
+    sigma = round(float(sigma), 2)  # a face-relative sigma varies per face: round it so the matrices cache
     return _blur_matrix(h, sigma) @ image.astype(np.float64) @ _blur_matrix(w, sigma).T
 
 
