@@ -7,7 +7,7 @@ import numpy as np
 
 from stream_fer.face.action_units import ActionUnit
 from stream_fer.face.au_maps import au_ellipses
-from stream_fer.face.geometry import ellipse_polygon
+from stream_fer.face.geometry import ellipse_polygon, face_frame
 
 # One colour per AU number (RGB), spread around the hue circle so neighbours differ.
 _PALETTE = {n: tuple(int(c) for c in cv2.cvtColor(np.uint8([[[int(i * 180 / 18) % 180, 220, 255]]]),
@@ -24,15 +24,17 @@ def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, 
     """Outline each AU's region(s) on a copy of `rgb`; label each with its code ("AU12"), its code and FACS
     name (label="name"), or not at all (label=None: the caller places the labels)."""
     out = rgb.copy()
+    frame = face_frame(points)
     for au in aus:
         colour = au_colour(au.number)
-        for ellipse in au_ellipses(points, au):
+        ellipses = au_ellipses(points, au, frame)
+        for ellipse in ellipses:
             poly = np.round(ellipse_polygon(ellipse)).astype(np.int32)
             cv2.polylines(out, [poly], True, colour, thickness, cv2.LINE_AA)
         if label is None:
             continue
         text = au.code if label == "code" else f"{au.code} {au.name}"
-        first = au_ellipses(points, au)[0]
+        first = ellipses[0]
         org = (int(first.centre[0] - first.semi_axes[0]), int(first.centre[1] - first.semi_axes[1]) - 2)
         cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, colour, thickness, cv2.LINE_AA)

@@ -185,7 +185,7 @@ class Landmarker:
         h, w = rgb.shape[:2]
         faces = []
         for i, marks in enumerate(result.face_landmarks):
-            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in marks], dtype=np.float32)
+            pts = np.array([(p.x, p.y, p.z) for p in marks], dtype=np.float32) * np.float32((w, h, w))
             shapes = result.face_blendshapes[i] if result.face_blendshapes else []
             faces.append(FaceLandmarks(pts, {c.category_name: float(c.score) for c in shapes}))
         return faces

@@ -235,7 +235,7 @@ class VideoSink:
     Odd frame sizes are padded by one pixel (4:2:0 needs even sizes)."""
 
     def __init__(self, path: str | Path, info: VideoInfo, copy_audio: bool = True, crf: int = 23,
-                 preset: str = "superfast", threads: int = 0) -> None:
+                 preset: str = "superfast", threads: int = 1) -> None:
 
         self.path = check_writable(path)
         if self.path.suffix.lower() not in VIDEO_SUFFIXES:
