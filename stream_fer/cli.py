@@ -45,14 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_FLAGS = ("-v", "-vv", "--verbose", "--debug")
+
+
 def _with_default_command(argv: list[str]) -> list[str]:
-    """Insert `run` when the first positional argument is not a subcommand (an input path or URL)."""
+    """Insert `run` before the first argument that is neither a global flag nor a subcommand, so
+    `stream-fer in.mp4 --out o.mp4` and `stream-fer --max-faces 2 in.mp4 --out o.mp4` both mean `run`."""
     for i, arg in enumerate(argv):
-        if arg in ("-h", "--help", "--version"):
+        if arg in ("-h", "--help", "--version") or arg in COMMANDS:
             return argv
-        if arg.startswith("-"):
+        if arg in GLOBAL_FLAGS:
             continue
-        return argv if arg in COMMANDS else argv[:i] + ["run"] + argv[i:]
+        return argv[:i] + ["run"] + argv[i:]
     return argv
 
 

@@ -137,3 +137,17 @@ def test_models_fetch_rejects_a_wrong_file(cli, tmp_path):
     env = {"STREAM_FER_LANDMARKER": None, "STREAM_FER_CACHE": str(tmp_path / "cache")}
     assert_one_error_line(cli("models", "fetch", "--path", bogus, env=env), "sha256")
     assert not (tmp_path / "cache" / "models" / "face_landmarker.task").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["in.mp4", "--out", "o.mp4"], ["run", "in.mp4", "--out", "o.mp4"]),
+    (["--max-faces", "2", "in.mp4"], ["run", "--max-faces", "2", "in.mp4"]),
+    (["-v", "--debug", "in.mp4"], ["-v", "--debug", "run", "in.mp4"]),
+    (["-v", "models", "fetch"], ["-v", "models", "fetch"]),
+    (["serve", "--port", "1"], ["serve", "--port", "1"]),
+    (["--help"], ["--help"]),
+])
+def test_run_is_the_default_subcommand(argv, expected):
+    from stream_fer.cli import _with_default_command
+
+    assert _with_default_command(argv) == expected
