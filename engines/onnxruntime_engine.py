@@ -17,7 +17,7 @@ from engines.base import (
     empty_output,
     model_files,
 )
-from stream_fer.errors import StreamFerError
+from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ def cuda_provider_available() -> bool:
     import onnxruntime as ort
 
     return CUDA_PROVIDER in ort.get_available_providers()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class OnnxRuntimeEngine:
@@ -67,7 +62,7 @@ class OnnxRuntimeEngine:
         try:
             self._session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 (InvalidProtobuf, InvalidGraph, Fail...: an unusable file)
-            raise StreamFerError(f"{onnx_path} is not a usable ONNX model ({_first_line(exc)}); "
+            raise StreamFerError(f"{onnx_path} is not a usable ONNX model ({first_line(exc)}); "
                                  "export it again with `stream-fer export`") from None
         if device == "cuda" and CUDA_PROVIDER not in self._session.get_providers():
             raise StreamFerError(f"ONNX Runtime could not start {CUDA_PROVIDER} "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, Engine, ModelInfo
-from stream_fer.errors import StreamFerError
+from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,11 @@ def _checkpoint_for(model_dir: Path, checkpoint) -> Path | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return line if isinstance(exc, StreamFerError) else f"{type(exc).__name__}: {line}".rstrip(": ")
+    """StreamFerError messages as they are; other exceptions prefixed with their type."""
+    line = first_line(exc)
+    if isinstance(exc, StreamFerError) or line == type(exc).__name__:
+        return line
+    return f"{type(exc).__name__}: {line}"
 
 
 # ------------------------------------------------------------------------------------------ backends

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from stream_fer.errors import StreamFerError
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lm = sub.add_parser("landmarks", help="precompute MediaPipe landmarks for every FER+ image (resumable)")
     lm.add_argument("--data", help="ferplus.tar.gz or its extracted folder (default: STREAM_FER_FERPLUS)")
-    lm.add_argument("--out", type=__import__("pathlib").Path, help="cache file (default: the user cache)")
+    lm.add_argument("--out", type=Path, help="cache file (default: the user cache)")
     lm.add_argument("--workers", type=int, default=2)
     lm.add_argument("--landmarker", help="face_landmarker.task (default: the fetched one)")
     lm.set_defaults(handler=_landmarks)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from stream_fer.errors import StreamFerError
+from stream_fer.errors import StreamFerError, first_line
 from train.model import AUNet, ModelConfig, build_model
 
 FORMAT = "stream-fer-checkpoint"
@@ -47,7 +47,6 @@ def load_model(path, device: str = "cpu") -> tuple[AUNet, dict]:
         model = build_model(ModelConfig.from_dict(state["config"]))
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise StreamFerError(f"checkpoint {path} does not match the stream-fer model: {first}") from None
+        raise StreamFerError(f"checkpoint {path} does not match the stream-fer model: {first_line(exc)}") from None
     return model.to(device).eval(), state
 

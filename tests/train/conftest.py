@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -33,25 +30,14 @@ def small_splits(ferplus_splits):
 
 
 @pytest.fixture(scope="session")
-def small_cache(small_splits):
+def small_cache(small_splits, landmarker_model):
     """A real landmark cache for the small slice (MediaPipe on the upscaled images)."""
     from stream_fer.landmarks import Landmarker
     from train.landmarks import LandmarkCache, landmark_images
 
     keys = np.concatenate([s.keys for s in small_splits.values()])
     images = np.concatenate([s.images for s in small_splits.values()])
-    with Landmarker(_landmarker_path(), mode="image", max_faces=1, min_detection_confidence=0.2) as lm:
+    with Landmarker(landmarker_model, mode="image", max_faces=1, min_detection_confidence=0.2) as lm:
         points, found = landmark_images(images, lm)
     return LandmarkCache(keys, points.astype(np.float16), found)
 
-
-def _landmarker_path():
-    from stream_fer.model_files import LANDMARKER_ENV, cached_landmarker_path
-
-    if os.environ.get(LANDMARKER_ENV) or cached_landmarker_path().exists():
-        return None  # the normal resolution finds it
-    shared = Path(os.environ.get("STREAM_FER_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-    candidate = shared / "models" / "face_landmarker.task"
-    if not candidate.exists():
-        pytest.skip("no face landmark model: run `stream-fer models fetch`")
-    return candidate
