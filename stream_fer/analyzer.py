@@ -29,7 +29,8 @@ import numpy as np
 from stream_fer.align import align_faces
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
-from stream_fer.face.au_maps import expression_map, region_masks
+from stream_fer.face.au_maps import map_from_masks, region_masks
+from stream_fer.face.geometry import face_frame
 from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.landmarks import FaceLandmarks, Landmarker
 from stream_fer.render import OverlayOptions, render_frame
@@ -64,6 +65,7 @@ class ClassifiedFace:
     attention: np.ndarray  # (h, w)
     cams: np.ndarray  # (K, h, w)
     au_attention_share: dict[int, float]  # AU number -> share of attention inside its region
+    au_masks: dict[int, np.ndarray]  # AU number -> hard region mask on the crop (crop_au_masks)
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,23 @@ def _upsampled(attention: np.ndarray, crop_size: int) -> np.ndarray:
                       interpolation=cv2.INTER_LINEAR).astype(np.float64)
 
 
+def crop_au_masks(crop_points: np.ndarray, crop_size: int) -> dict[int, np.ndarray]:
+    """Hard masks of all 18 AU regions on the crop: computed once per face, used for the shares and
+    the cosine."""
+    return region_masks(crop_points, crop_size, ALL_AUS, crop_size)
+
+
 def attention_au_cosine(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
-                        expression: str) -> float | None:
+                        expression: str, masks: dict[int, np.ndarray] | None = None) -> float | None:
     """METHOD.md's ATT-COS for one face: the cosine between the attention (upsampled to the crop and shifted
-    to be non-negative) and the expression's AU map (stream_fer.face.au_maps.expression_map, drawn from
-    the landmarks in crop coordinates at the crop's size). None where there is no map (neutral)."""
-    if not EXPRESSION_AUS.get(expression):
+    to be non-negative) and the expression's AU map (as stream_fer.face.au_maps.expression_map draws it
+    from the landmarks in crop coordinates at the crop's size; from `masks` when given, see
+    crop_au_masks). None where there is no map (neutral)."""
+    numbers = EXPRESSION_AUS.get(expression)
+    if not numbers:
         return None
-    au_map = expression_map(crop_points, crop_size, expression, crop_size)
+    masks = masks if masks is not None else crop_au_masks(crop_points, crop_size)
+    au_map = map_from_masks((masks[n] for n in numbers), face_frame(crop_points).iod)
     if au_map is None:
         return None
     att = _upsampled(attention, crop_size).ravel()
@@ -106,10 +117,11 @@ def attention_au_cosine(attention: np.ndarray, crop_points: np.ndarray, crop_siz
     return float(att @ target / denom)
 
 
-def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: int) -> dict[int, float]:
+def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
+                     masks: dict[int, np.ndarray] | None = None) -> dict[int, float]:
     """Per AU (all 18), the fraction of the (non-negative) attention, upsampled to the crop, that falls
     inside the AU's region(s). Regions overlap, so the shares need not sum to 1."""
-    masks = region_masks(crop_points, crop_size, ALL_AUS, crop_size)
+    masks = masks if masks is not None else crop_au_masks(crop_points, crop_size)
     att = np.maximum(_upsampled(attention, crop_size), 0.0)
     total = float(att.sum())
     return {n: (float(att[m].sum()) / total if total > 0 else 0.0) for n, m in masks.items()}
@@ -168,11 +180,13 @@ class FrameAnalyzer:
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)
+                masks = crop_au_masks(crop_pts, self.crop_size)
                 out_faces.append(ClassifiedFace(
                     landmarks=lm, box=lm.box, align_matrix=matrices[i], crop_points=crop_pts,
                     raw_probs=np.asarray(out.probs[i], dtype=np.float32), attention=attention,
                     cams=np.asarray(out.cams[i], dtype=np.float32),
-                    au_attention_share=attention_shares(attention, crop_pts, self.crop_size)))
+                    au_attention_share=attention_shares(attention, crop_pts, self.crop_size, masks),
+                    au_masks=masks))
         latency = {**detected.latency_ms, "classify": _ms_since(t0)}
         return Classified(detected.frame, tuple(out_faces), latency)
 
@@ -191,7 +205,8 @@ class FrameAnalyzer:
                 track_id=track_id, box=face.box, landmarks=face.landmarks.points,
                 blendshapes=face.landmarks.blendshapes, align_matrix=face.align_matrix,
                 raw_probs=face.raw_probs, probs=probs, label=label, attention=face.attention, cams=face.cams,
-                att_au_cosine=attention_au_cosine(face.attention, face.crop_points, self.crop_size, label),
+                att_au_cosine=attention_au_cosine(face.attention, face.crop_points, self.crop_size, label,
+                                                  face.au_masks),
                 au_attention_share=face.au_attention_share))
         latency = {**classified.latency_ms, "track": _ms_since(t0)}
         return FrameResult(frame.index, frame.timestamp, tuple(results), latency)

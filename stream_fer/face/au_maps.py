@@ -84,6 +84,22 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return _blur_matrix(h, sigma) @ image.astype(np.float64) @ _blur_matrix(w, sigma).T
 
 
+def map_from_masks(masks, iod: float) -> np.ndarray | None:
+    """The normalised AU map from hard AU masks on one map (see region_masks): their union, blurred by
+    BLUR_SIGMA_IOD inter-ocular distances (`iod` in map pixels), min-max scaled; None if empty or flat."""
+    masks = list(masks)
+    if not masks:
+        return None
+    hard = np.any(masks, axis=0).astype(np.float64)
+    if not hard.any():
+        return None
+    soft = gaussian_blur(hard, BLUR_SIGMA_IOD * iod)
+    lo, hi = soft.min(), soft.max()
+    if hi - lo < 1e-8:
+        return None
+    return ((soft - lo) / (hi - lo)).astype(np.float32)
+
+
 def expression_map(points, image_size, expression: str, out_size) -> np.ndarray | None:
     """The normalised AU map of `expression` on the face with landmarks `points` (pixel coordinates of
     an image of `image_size`), rendered at `out_size`; float32 in [0, 1], or None where there is no map."""
@@ -94,14 +110,4 @@ def expression_map(points, image_size, expression: str, out_size) -> np.ndarray 
     if pts.ndim != 2 or pts.shape[0] < 468 or not np.isfinite(pts[:, :2]).all():
         return None
     masks = region_masks(pts, image_size, aus, out_size)
-    hard = np.zeros_like(next(iter(masks.values())), dtype=np.float64)
-    for mask in masks.values():
-        np.maximum(hard, mask, out=hard)
-    if not hard.any():
-        return None
-    sigma = BLUR_SIGMA_IOD * face_frame(_scaled(pts, image_size, out_size)).iod
-    soft = gaussian_blur(hard, sigma)
-    lo, hi = soft.min(), soft.max()
-    if hi - lo < 1e-8:
-        return None
-    return ((soft - lo) / (hi - lo)).astype(np.float32)
+    return map_from_masks(masks.values(), face_frame(_scaled(pts, image_size, out_size)).iod)
