@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,10 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from stream_fer.paths import cache_dir  # noqa: E402
 from stream_fer.smoothing import FULL_STRENGTH_DELAY_S, SMOOTHING_STRATEGIES, make_smoother  # noqa: E402
+from train.paths import shared_dir  # noqa: E402
 
 log = logging.getLogger("benchmarks.smoothing")
 
-SHARED = Path(os.environ.get("STREAM_FER_SHARED", REPO.parent / "shared")).expanduser()
+SHARED = shared_dir()
 DEFAULT_VIDEO = SHARED / "videos" / "WolfgangLanger_Pexels.mp4"
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## Smoothing"

@@ -7,7 +7,6 @@ test videos side by side, analysed with the shipped default model.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SHARED = Path(os.environ.get("STREAM_FER_SHARED", REPO.parent / "shared")).expanduser()
+from train.paths import shared_dir  # noqa: E402  (after the sys.path line)
+
+SHARED = shared_dir()
 STILLS = ("WolfgangLanger_Pexels_f0300.png", "single_face_f0036.png")
 
 

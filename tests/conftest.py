@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from train.paths import shared_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("STREAM_FER_SHARED", REPO_ROOT.parent / "shared")).expanduser()
+SHARED_DIR = shared_dir()
 
 # The stills in shared/videos/stills and what they show (visual judgement, videos/SOURCE.txt).
 STILL_NEUTRAL = "single_face_f0000.png"
