@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ def load_ferplus(source: str | Path | None = None) -> dict[str, FerSplit]:
         with np.load(cache, allow_pickle=False) as z:
             return {s: FerSplit(s, z[f"{s}_keys"], z[f"{s}_images"], z[f"{s}_votes"]) for s in SPLITS}
     splits = _decode_source(src)
-    tmp = cache.with_suffix(".part.npz")
+    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.part.npz")  # two runs may decode at once
     np.savez(tmp, **{f"{s}_{field}": getattr(sp, field) for s, sp in splits.items()
                      for field in ("keys", "images", "votes")})
     tmp.replace(cache)

@@ -44,6 +44,9 @@ class FitConfig:
     seed: int = 0
     limit: int = 0  # use only the first N training samples (tests, smoke runs)
     val_limit: int = 0
+    # A second stage: start from this checkpoint's weights with a fresh optimiser and schedule (a warm
+    # restart); its model config must equal this run's. Empty: start from random weights.
+    init_from: str = ""
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -84,6 +87,17 @@ def lr_at(step: int, total: int, warmup: int, cfg: FitConfig) -> float:
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * (0.1 ** int(progress * 3))  # step: /10 at 1/3 and 2/3
+
+
+def init_weights(model, path: str) -> None:
+    """Load a checkpoint's weights into `model` for a warm restart; another architecture is one clear error."""
+    from stream_fer.errors import StreamFerError
+
+    state = read_checkpoint(Path(path))
+    if state.get("config") != model.config.to_dict():
+        raise StreamFerError(f"--init-from {path}: its model config differs from this run's")
+    model.load_state_dict(state["model"])
+    log.info("initialised from %s (epoch %s)", path, state.get("epoch"))
 
 
 def make_optimizer(model, cfg: FitConfig):
@@ -145,6 +159,8 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
     model = build_model(model_cfg).to(dev)
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.init_from:
+        init_weights(model, cfg.init_from)
     optimizer = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)

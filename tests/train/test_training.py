@@ -121,3 +121,24 @@ def test_wrong_checkpoint_is_one_clear_error(tmp_path):
                 "model": {"fc.weight": torch.zeros(3, 3)}}, other)
     with pytest.raises(StreamFerError, match="does not match"):
         load_model(other)
+
+
+def test_warm_restart_starts_from_the_checkpoint_and_refuses_another_architecture(tmp_path, small_splits,
+                                                                                  small_cache):
+    from stream_fer.errors import StreamFerError
+    from train.fit import init_weights
+
+    model_cfg = ModelConfig(widths=(16, 32, 32), stem_channels=8)
+    first = fit(tmp_path / "stage1", FitConfig(epochs=1, batch_size=32, seed=1), model_cfg=model_cfg, device="cpu",
+                progress=False, splits=small_splits, cache=small_cache)
+    stage1 = tmp_path / "stage1" / "last.pt"
+    fresh = build_model(model_cfg)
+    init_weights(fresh, str(stage1))
+    trained = read_checkpoint(stage1)["model"]
+    assert all(torch.equal(fresh.state_dict()[k], trained[k]) for k in trained)
+    # the second stage starts where the first ended: its first epoch's loss is below the first stage's
+    second = fit(tmp_path / "stage2", FitConfig(epochs=1, batch_size=32, seed=1, lr=0.01, init_from=str(stage1)),
+                 model_cfg=model_cfg, device="cpu", progress=False, splits=small_splits, cache=small_cache)
+    assert second["history"][0]["loss"] < first["history"][0]["loss"]
+    with pytest.raises(StreamFerError, match="model config differs"):
+        init_weights(build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8)), str(stage1))
