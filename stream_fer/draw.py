@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 
 from stream_fer.face.action_units import ActionUnit
-from stream_fer.face.au_maps import au_ellipses
-from stream_fer.face.geometry import ellipse_polygon, face_frame
+from stream_fer.face.geometry import Ellipses, ellipse_polygons, face_frame, place_regions
 
 # One colour per AU number (RGB), spread around the hue circle so neighbours differ.
 _PALETTE = {n: tuple(int(c) for c in cv2.cvtColor(np.uint8([[[int(i * 180 / 18) % 180, 220, 255]]]),
@@ -19,20 +18,34 @@ def au_colour(number: int) -> tuple[int, int, int]:
     return _PALETTE.get(number, (255, 255, 255))
 
 
+def outline_au_regions(canvas: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...],
+                       thickness: int = 1) -> list[Ellipses]:
+    """Outline each AU's region(s) on `canvas` in place (OpenCV clips at the edges); returns each AU's
+    ellipses, placed once for all AUs, for the caller's labels."""
+    aus = tuple(aus)
+    if not aus:
+        return []
+    placed = place_regions(tuple(r for au in aus for r in au.regions), points, face_frame(points))
+    polys = np.round(ellipse_polygons(placed)).astype(np.int32)
+    per_au, start = [], 0
+    for au in aus:
+        stop = start + len(au.regions)
+        cv2.polylines(canvas, list(polys[start:stop]), True, au_colour(au.number), thickness, cv2.LINE_AA)
+        per_au.append(placed.take(start, stop))
+        start = stop
+    return per_au
+
+
 def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...],
                     label: str | None = "code", thickness: int = 1, font_scale: float = 0.35) -> np.ndarray:
     """Outline each AU's region(s) on a copy of `rgb`; label each with its code ("AU12"), its code and FACS
     name (label="name"), or not at all (label=None: the caller places the labels)."""
     out = rgb.copy()
-    frame = face_frame(points)
-    for au in aus:
+    per_au = outline_au_regions(out, points, aus, thickness)
+    if label is None:
+        return out
+    for au, ellipses in zip(aus, per_au):
         colour = au_colour(au.number)
-        ellipses = au_ellipses(points, au, frame)
-        for ellipse in ellipses:
-            poly = np.round(ellipse_polygon(ellipse)).astype(np.int32)
-            cv2.polylines(out, [poly], True, colour, thickness, cv2.LINE_AA)
-        if label is None:
-            continue
         text = au.code if label == "code" else f"{au.code} {au.name}"
         first = ellipses[0]
         org = (int(first.centre[0] - first.semi_axes[0]), int(first.centre[1] - first.semi_axes[1]) - 2)

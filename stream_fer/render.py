@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from stream_fer.align import crop_map_to_frame, frame_roi, to_gray, warp_crop
-from stream_fer.draw import au_colour, draw_au_regions
+from stream_fer.draw import au_colour, draw_au_regions, outline_au_regions
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS, aus_for
 from stream_fer.face.alignment import apply_affine
-from stream_fer.face.au_maps import au_ellipses, expression_map
+from stream_fer.face.au_maps import expression_map
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.frames import FaceResult, FrameResult
 
@@ -248,17 +248,11 @@ def _draw_au_outlines(canvas: np.ndarray, face: FaceResult, scale: _Scale) -> No
     aus = aus_for(face.label) if face.label in EXPRESSION_AUS else ()
     if not aus:
         return
-    x0, y0, x1, y1 = face_box(face, canvas.shape)
-    pad = int(0.15 * (x1 - x0))
     H, W = canvas.shape[:2]
-    x0, y0, x1, y1 = max(0, x0 - pad), max(0, y0 - pad), min(W, x1 + pad), min(H, y1 + pad)
-    sub = canvas[y0:y1, x0:x1]  # draw_au_regions copies what it is given: give it the face only
-    sub[:] = draw_au_regions(sub, face.landmarks[:, :2] - (x0, y0), aus, label=None,
-                             thickness=max(1, scale.line))
+    per_au = outline_au_regions(canvas, face.landmarks, aus, thickness=max(1, scale.line))
     size = max(10, round(scale.small * 0.8))
     placed: list[tuple[int, int, int, int]] = []
-    for au in aus:
-        ellipses = au_ellipses(face.landmarks, au)
+    for au, ellipses in zip(aus, per_au):
         # Candidate spots around the first (subject's right, image left) region: above left, above,
         # left of it, below it. The first that overlaps no other tag wins; none: no tag on the face.
         e = ellipses[0]

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from stream_fer.face.action_units import ActionUnit, aus_for
-from stream_fer.face.geometry import Ellipse, FaceFrame, face_frame, fill_ellipses, place_region
+from stream_fer.face.geometry import Ellipse, FaceFrame, face_frame, fill_ellipses, place_regions
 
 # Gaussian sigma in units of the inter-ocular distance as drawn on the map. On an aligned 48-px crop
 # (IOD about 18 px) that is about 4% of the map size, and it stays face-sized on a full frame.
@@ -40,20 +40,19 @@ def _scaled(points: np.ndarray, image_size, out_size) -> np.ndarray:
 def au_ellipses(points: np.ndarray, au: ActionUnit, frame: FaceFrame | None = None) -> list[Ellipse]:
     """The AU's region(s) as ellipses in the coordinates of `points`."""
     frame = frame or face_frame(points)
-    return [place_region(region, points, frame) for region in au.regions]
+    return list(place_regions(au.regions, points, frame))
 
 
 def region_masks(points: np.ndarray, image_size, aus, out_size) -> dict[int, np.ndarray]:
     """Hard (unblurred) boolean mask per AU at out_size, for per-AU attention shares."""
     w, h = _size(out_size)
     pts = _scaled(points, image_size, out_size)
-    frame = face_frame(pts)
-    per_au = [au_ellipses(pts, au, frame) for au in aus]
-    filled = fill_ellipses([e for ellipses in per_au for e in ellipses], h, w)
+    aus = tuple(aus)
+    filled = fill_ellipses(place_regions(tuple(r for au in aus for r in au.regions), pts, face_frame(pts)), h, w)
     masks, start = {}, 0
-    for au, ellipses in zip(aus, per_au):
-        masks[au.number] = filled[start : start + len(ellipses)].any(axis=0)
-        start += len(ellipses)
+    for au in aus:
+        masks[au.number] = filled[start : start + len(au.regions)].any(axis=0)
+        start += len(au.regions)
     return masks
 
 

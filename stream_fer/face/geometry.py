@@ -44,53 +44,111 @@ def face_frame(points: np.ndarray) -> FaceFrame:
     return FaceFrame(x_axis, y_axis, iod)
 
 
-def place_region(region: EllipseRegion, points: np.ndarray, frame: FaceFrame) -> Ellipse:
-    """An AU region as an ellipse in the landmarks' pixel coordinates."""
-    pts = np.asarray(points, dtype=np.float64)[:, :2]
-    sign = -1.0 if region.mirrored else 1.0
-    dx, dy = region.offset
-    centre = pts[list(region.anchors)].mean(axis=0) + frame.iod * (sign * dx * frame.x_axis + dy * frame.y_axis)
+@dataclass(frozen=True)
+class Ellipses:
+    """Several ellipses as arrays, for placing and filling them in one vectorised pass."""
+
+    centres: np.ndarray  # (E, 2) pixels
+    semi_axes: np.ndarray  # (E, 2) pixels
+    angles: np.ndarray  # (E,) radians, image coordinates
+
+    @classmethod
+    def of(cls, ellipses) -> Ellipses:
+        if isinstance(ellipses, Ellipses):
+            return ellipses
+        ellipses = list(ellipses)
+        return cls(np.array([e.centre for e in ellipses], dtype=np.float64).reshape(-1, 2),
+                   np.array([e.semi_axes for e in ellipses], dtype=np.float64).reshape(-1, 2),
+                   np.array([e.angle for e in ellipses], dtype=np.float64).reshape(-1))
+
+    def __len__(self) -> int:
+        return len(self.angles)
+
+    def __getitem__(self, i: int) -> Ellipse:
+        (cx, cy), (a, b) = self.centres[i], self.semi_axes[i]
+        return Ellipse((float(cx), float(cy)), (float(a), float(b)), float(self.angles[i]))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def take(self, start: int, stop: int) -> Ellipses:
+        return Ellipses(self.centres[start:stop], self.semi_axes[start:stop], self.angles[start:stop])
+
+
+@lru_cache(maxsize=256)
+def _region_table(regions: tuple[EllipseRegion, ...]):
+    """The regions' constants as arrays: an averaging matrix (R, V) whose rows take the mean of each
+    region's anchors, the mirror signs, offsets, angles (radians) and semi-axes (IOD units)."""
+    width = 1 + max((max(r.anchors) for r in regions), default=0)
+    averaging = np.zeros((len(regions), width))
+    for i, region in enumerate(regions):
+        np.add.at(averaging[i], list(region.anchors), 1.0 / len(region.anchors))
+    sign = np.array([-1.0 if r.mirrored else 1.0 for r in regions])
+    offsets = np.array([r.offset for r in regions], dtype=np.float64).reshape(-1, 2)
+    angles = np.deg2rad([r.angle_deg for r in regions])
+    semi = np.array([r.semi_axes for r in regions], dtype=np.float64).reshape(-1, 2)
+    for a in (averaging, sign, offsets, angles, semi):
+        a.setflags(write=False)
+    return averaging, sign, offsets, angles, semi
+
+
+def place_regions(regions, points: np.ndarray, frame: FaceFrame) -> Ellipses:
+    """AU regions as ellipses in the landmarks' pixel coordinates, all at once: each centre is the mean of
+    its anchors moved by its offset along the face's axes (mirrored for the subject's left side), its
+    semi-axes scale with the inter-ocular distance, its angle turns with the face."""
+    averaging, sign, offsets, angles, semi = _region_table(tuple(regions))
+    pts = np.asarray(points, dtype=np.float64)[: averaging.shape[1], :2]
+    shift = (sign * offsets[:, 0])[:, None] * frame.x_axis + offsets[:, 1:2] * frame.y_axis
+    centres = averaging @ pts + frame.iod * shift
     face_angle = float(np.arctan2(frame.x_axis[1], frame.x_axis[0]))
-    angle = face_angle + sign * np.deg2rad(region.angle_deg)
-    a, b = region.semi_axes
-    return Ellipse((float(centre[0]), float(centre[1])), (a * frame.iod, b * frame.iod), angle)
+    return Ellipses(centres, semi * frame.iod, face_angle + sign * angles)
+
+
+def place_region(region: EllipseRegion, points: np.ndarray, frame: FaceFrame) -> Ellipse:
+    """One AU region as an ellipse in the landmarks' pixel coordinates."""
+    return place_regions((region,), points, frame)[0]
+
+
+@lru_cache(maxsize=8)
+def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    return np.cos(t), np.sin(t)
+
+
+def ellipse_polygons(ellipses, n: int = 32) -> np.ndarray:
+    """Points on each ellipse's outline, (E, n, 2) float32, for drawing."""
+    e = Ellipses.of(ellipses)
+    cos_t, sin_t = _unit_circle(n)
+    x = e.semi_axes[:, 0, None] * cos_t
+    y = e.semi_axes[:, 1, None] * sin_t
+    c, s = np.cos(e.angles)[:, None], np.sin(e.angles)[:, None]
+    return np.stack([e.centres[:, 0, None] + c * x - s * y, e.centres[:, 1, None] + s * x + c * y],
+                    axis=2).astype(np.float32)
 
 
 def ellipse_polygon(ellipse: Ellipse, n: int = 32) -> np.ndarray:
     """Points on the ellipse outline, (n, 2) float32, for drawing."""
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    a, b = ellipse.semi_axes
-    c, s = np.cos(ellipse.angle), np.sin(ellipse.angle)
-    x = a * np.cos(t)
-    y = b * np.sin(t)
-    return np.stack([ellipse.centre[0] + c * x - s * y, ellipse.centre[1] + s * x + c * y], axis=1).astype(
-        np.float32
-    )
+    return ellipse_polygons([ellipse], n)[0]
 
 
-@lru_cache(maxsize=32)
-def _pixel_centres(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    ys.setflags(write=False)
-    xs.setflags(write=False)
-    return ys, xs
-
-
-def fill_ellipses(ellipses: list[Ellipse], height: int, width: int) -> np.ndarray:
+def fill_ellipses(ellipses, height: int, width: int) -> np.ndarray:
     """(E, height, width) boolean masks of the pixels whose centres lie inside each ellipse, in one
     vectorised pass. An ellipse smaller than a pixel keeps the pixel under its centre, if on the grid."""
-    if not ellipses:
+    if not len(ellipses):
         return np.zeros((0, height, width), dtype=bool)
-    ys, xs = _pixel_centres(height, width)
-    centres = np.array([e.centre for e in ellipses], dtype=np.float32)
-    axes = np.maximum(np.array([e.semi_axes for e in ellipses], dtype=np.float32), 1e-6)
-    angles = np.array([e.angle for e in ellipses], dtype=np.float32)
-    c, s = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
-    dx = xs[None] - centres[:, 0, None, None]
-    dy = ys[None] - centres[:, 1, None, None]
-    u = (c * dx + s * dy) / axes[:, 0, None, None]
-    v = (-s * dx + c * dy) / axes[:, 1, None, None]
-    inside = u * u + v * v <= 1.0
+    e = Ellipses.of(ellipses)
+    centres = e.centres
+    a2, b2 = (np.maximum(e.semi_axes, 1e-6) ** 2).T
+    c, s = np.cos(e.angles), np.sin(e.angles)
+    # The ellipse as a quadratic form q(dx, dy) = A dx^2 + B dx dy + C dy^2 <= 1. dx varies along the
+    # columns only and dy along the rows only, so only the cross term needs the full (E, H, W) grid.
+    A, B, C = c * c / a2 + s * s / b2, 2 * c * s * (1 / a2 - 1 / b2), s * s / a2 + c * c / b2
+    dx = (np.arange(width) + 0.5)[None, :] - centres[:, 0, None]  # (E, W) pixel centres
+    dy = (np.arange(height) + 0.5)[None, :] - centres[:, 1, None]  # (E, H)
+    q = (B[:, None] * dy)[:, :, None] * dx[:, None, :]
+    q += (A[:, None] * dx * dx)[:, None, :]
+    q += (C[:, None] * dy * dy)[:, :, None]
+    inside = q <= 1.0
     for i in np.flatnonzero(~inside.any(axis=(1, 2))):
         col, row = int(np.floor(centres[i, 0])), int(np.floor(centres[i, 1]))
         if 0 <= row < height and 0 <= col < width:
