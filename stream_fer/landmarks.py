@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -135,6 +136,76 @@ def _import_mediapipe():
     return mp, BaseOptions, vision
 
 
+class _ResultReader:
+    """Reads MediaPipe's C result struct straight into numpy: one copy per face, instead of the Python API's
+    one dataclass per landmark (478 per face, about a millisecond of GIL-held Python per frame). It calls
+    the same C function the public `detect`/`detect_for_video` call, through the landmarker's `_lib` and
+    `_handle` (mediapipe 1.2.x, pinned); `available()` is False on a MediaPipe without them, and the
+    Landmarker then uses the public API. tests/test_landmarks.py checks both give the same faces."""
+
+    def __init__(self, landmarker) -> None:
+        self._landmarker = landmarker
+        self._names: dict[int, str] = {}
+        try:
+            from mediapipe.tasks.python.components.containers import category_c, landmark_c
+            from mediapipe.tasks.python.vision import face_landmarker as fl
+
+            lm, cat = landmark_c.MpNormalizedLandmarkC, category_c.MpCategoryC
+            self._point_dtype = np.dtype({"names": ["x", "y", "z"], "formats": [np.float32] * 3,
+                                          "offsets": [lm.x.offset, lm.y.offset, lm.z.offset],
+                                          "itemsize": ctypes.sizeof(lm)})
+            self._category_dtype = np.dtype({"names": ["index", "score"], "formats": [np.int32, np.float32],
+                                             "offsets": [cat.index.offset, cat.score.offset],
+                                             "itemsize": ctypes.sizeof(cat)})
+            self._result_type = fl.MpFaceLandmarkerResultC
+            self._lib = landmarker._lib
+            landmarker._handle  # noqa: B018 - present on the versions this reader knows
+            self._ok = all(hasattr(self._lib, f) for f in ("MpFaceLandmarkerDetectImage",
+                                                             "MpFaceLandmarkerDetectForVideo",
+                                                             "MpFaceLandmarkerCloseResult"))
+        except (ImportError, AttributeError):
+            self._ok = False
+
+    def available(self) -> bool:
+        return self._ok
+
+    def detect(self, image, timestamp_ms: int | None) -> list[tuple[np.ndarray, dict[str, float]]]:
+        """[(normalised points (n, 3) float32, {blendshape: score}), ...] for one image."""
+        result = self._result_type()
+        handle, c_image = self._landmarker._handle, image._image_ptr
+        if timestamp_ms is None:
+            self._lib.MpFaceLandmarkerDetectImage(handle, c_image, None, ctypes.byref(result))
+        else:
+            self._lib.MpFaceLandmarkerDetectForVideo(handle, c_image, None, timestamp_ms, ctypes.byref(result))
+        try:
+            faces = []
+            for i in range(result.face_landmarks_count):
+                marks = result.face_landmarks[i]
+                raw = self._array(marks.landmarks, marks.landmarks_count, self._point_dtype)
+                points = np.stack([raw["x"], raw["y"], raw["z"]], axis=1)
+                shapes = {}
+                if i < result.face_blendshapes_count:
+                    shapes = self._blendshapes(result.face_blendshapes[i])
+                faces.append((points, shapes))
+            return faces
+        finally:
+            self._lib.MpFaceLandmarkerCloseResult(ctypes.byref(result))
+
+    @staticmethod
+    def _array(pointer, count: int, dtype: np.dtype) -> np.ndarray:
+        if not count:
+            return np.zeros(0, dtype=dtype)
+        buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(ctypes.addressof(pointer.contents))
+        return np.frombuffer(buffer, dtype=dtype).copy()  # a copy: the C result is freed after reading
+
+    def _blendshapes(self, categories) -> dict[str, float]:
+        raw = self._array(categories.categories, categories.categories_count, self._category_dtype)
+        for j, index in enumerate(raw["index"].tolist()):
+            if index not in self._names:  # names are fixed per index: read the C strings once
+                self._names[index] = categories.categories[j].category_name.decode()
+        return {self._names[index]: score for index, score in zip(raw["index"].tolist(), raw["score"].tolist())}
+
+
 class Landmarker:
     """MediaPipe FaceLandmarker in IMAGE mode (independent images) or VIDEO mode (a timed sequence,
     which tracks faces between frames and is faster)."""
@@ -163,6 +234,9 @@ class Landmarker:
             raise StreamFerError(f"could not load the face landmark model {path}: {exc}") from None
         self._last_ts = -1
         self._started = False  # the first detection may still log start-up chatter
+        self._reader = _ResultReader(self._landmarker)
+        if not self._reader.available():
+            log.debug("MediaPipe's C result struct is not readable here; using its Python result objects")
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceLandmarks]:
         """Faces in an RGB uint8 image (H, W, 3). VIDEO mode needs increasing timestamps; equal or
@@ -172,22 +246,26 @@ class Landmarker:
         if self._landmarker is None:
             raise RuntimeError("the landmarker is closed")
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        if self.mode == "image":
-            call, args = self._landmarker.detect, (image,)
-        else:
+        ts = None
+        if self.mode == "video":
             ts = int(timestamp_ms if timestamp_ms is not None else self._last_ts + 33)
             ts = max(ts, self._last_ts + 1)
             self._last_ts = ts
-            call, args = self._landmarker.detect_for_video, (image, ts)
         with contextlib.nullcontext() if self._started else _native_stderr.active():
-            result = call(*args)
+            raw = self._reader.detect(image, ts) if self._reader.available() else self._detect_public(image, ts)
         self._started = True
         h, w = rgb.shape[:2]
+        scale = np.float32((w, h, w))
+        return [FaceLandmarks(points * scale, shapes) for points, shapes in raw]
+
+    def _detect_public(self, image, ts: int | None) -> list[tuple[np.ndarray, dict[str, float]]]:
+        """The same as _ResultReader.detect through MediaPipe's public API (one object per landmark)."""
+        result = self._landmarker.detect(image) if ts is None else self._landmarker.detect_for_video(image, ts)
         faces = []
         for i, marks in enumerate(result.face_landmarks):
-            pts = np.array([(p.x, p.y, p.z) for p in marks], dtype=np.float32) * np.float32((w, h, w))
+            points = np.array([(p.x, p.y, p.z) for p in marks], dtype=np.float32)
             shapes = result.face_blendshapes[i] if result.face_blendshapes else []
-            faces.append(FaceLandmarks(pts, {c.category_name: float(c.score) for c in shapes}))
+            faces.append((points, {c.category_name: float(c.score) for c in shapes}))
         return faces
 
     def close(self) -> None:

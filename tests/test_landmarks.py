@@ -104,6 +104,24 @@ def test_video_mode_tracks_consecutive_frames(shared_dir, landmarker_model, land
     assert np.median(np.linalg.norm(still - tracked[0], axis=1)) < 0.05 * iod
 
 
+def test_direct_result_reader_gives_what_mediapipes_python_api_gives(landmarker_model, stills):
+    """The landmarker reads MediaPipe's C result into numpy (fast path); its public API must agree."""
+    from stream_fer.images import read_rgb
+
+    rgb = read_rgb(stills[0])
+    h, w = rgb.shape[:2]
+    with Landmarker(landmarker_model, mode="image") as fast, Landmarker(landmarker_model, mode="image") as slow:
+        assert fast._reader.available(), "the pinned mediapipe's C result is no longer readable"
+        faces = fast.detect(rgb)
+        image = slow._mp.Image(image_format=slow._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        public = slow._detect_public(image, None)
+    assert len(faces) == len(public) == 1
+    (points, shapes), face = public[0], faces[0]
+    np.testing.assert_allclose(face.points, points * np.float32((w, h, w)), rtol=1e-6, atol=1e-4)
+    assert list(face.blendshapes) == list(shapes) and len(shapes) == 52
+    assert all(abs(face.blendshapes[k] - shapes[k]) < 1e-6 for k in shapes)
+
+
 def test_a_wrong_model_file_is_refused_before_mediapipe_sees_it(tmp_path):
     bogus = tmp_path / "face_landmarker.task"
     bogus.write_bytes(b"not a model")
