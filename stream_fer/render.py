@@ -92,22 +92,50 @@ def text_width(text: str, size: int) -> int:  # cached: measuring text is a thir
     return int(np.ceil(_font(size).getlength(text)))
 
 
-def _blend_mask(canvas: np.ndarray, x: int, y: int, mask: np.ndarray, colour: Colour,
-                opacity: float = 1.0) -> None:
-    """canvas <- canvas + (colour - canvas) * mask / 255 * opacity over the mask's footprint at (x, y),
-    clipped to the canvas."""
-    h, w = mask.shape
+@dataclass(frozen=True)
+class _Layer:
+    """A coverage mask in one colour at one opacity, premultiplied for compositing: out = dst * keep + add.
+    Cached per (text or shape, colour, opacity), so drawing it costs four array operations."""
+
+    keep: np.ndarray  # (h, w, 1) float32: 1 - coverage * opacity
+    add: np.ndarray  # (h, w, 3) float32: colour * coverage * opacity, plus 0.5 to round on truncation
+    dx: int  # the layer's top-left corner relative to where it is drawn
+    dy: int
+
+
+def _make_layer(mask: np.ndarray, colour: Colour, opacity: float, dx: int = 0, dy: int = 0) -> _Layer:
+    a = mask.astype(np.float32)[..., None] * np.float32(opacity / 255.0)
+    keep, add = 1.0 - a, a * np.asarray(colour, dtype=np.float32) + np.float32(0.5)
+    keep.setflags(write=False)
+    add.setflags(write=False)
+    return _Layer(keep, add, dx, dy)
+
+
+@lru_cache(maxsize=2048)
+def _text_layer(text: str, size: int, stroke: int, colour: Colour, opacity: float) -> _Layer:
+    mask, dx, dy = _text_mask(text, size, stroke)
+    return _make_layer(mask, colour, opacity, dx, dy)
+
+
+@lru_cache(maxsize=2048)
+def _rounded_layer(w: int, h: int, radius: int, colour: Colour, opacity: float) -> _Layer:
+    return _make_layer(_rounded_mask(w, h, radius), colour, opacity)
+
+
+def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
+    """canvas <- canvas * keep + add over the layer's footprint with its corner at (x + dx, y + dy),
+    rounded to the pixel, clipped to the canvas."""
+    x, y = int(round(x + layer.dx)), int(round(y + layer.dy))
+    h, w = layer.keep.shape[:2]
     H, W = canvas.shape[:2]
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
     if x1 <= x0 or y1 <= y0:
         return
-    m = mask[y0 - y:y1 - y, x0 - x:x1 - x].astype(np.float32)
-    m *= opacity / 255.0
     dst = canvas[y0:y1, x0:x1]
-    blended = dst.astype(np.float32)
-    blended += (np.asarray(colour, dtype=np.float32) - blended) * m[..., None]
-    blended += 0.5
-    dst[:] = blended.astype(np.uint8)
+    out = dst.astype(np.float32)
+    out *= layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
+    out += layer.add[y0 - y:y1 - y, x0 - x:x1 - x]
+    np.copyto(dst, out, casting="unsafe")  # truncation; `add` carries the +0.5 that makes it rounding
 
 
 def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colour: Colour,
@@ -120,11 +148,8 @@ def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colo
     if align == "right":
         x = x - text_width(text, size)
     if outline is not None:
-        stroke = max(1, round(size / 9))
-        mask, dx, dy = _text_mask(text, size, stroke)
-        _blend_mask(canvas, int(round(x + dx)), int(round(cy + dy)), mask, outline, 0.85 * opacity)
-    mask, dx, dy = _text_mask(text, size)
-    _blend_mask(canvas, int(round(x + dx)), int(round(cy + dy)), mask, colour, opacity)
+        _composite(canvas, x, cy, _text_layer(text, size, max(1, round(size / 9)), outline, 0.85 * opacity))
+    _composite(canvas, x, cy, _text_layer(text, size, 0, colour, opacity))
 
 
 def text_box(text: str, x: float, cy: float, size: int) -> tuple[int, int, int, int]:
@@ -148,7 +173,7 @@ def fill_rounded(canvas: np.ndarray, x: int, y: int, w: int, h: int, radius: int
                  opacity: float = 1.0) -> None:
     if w < 1 or h < 1:
         return
-    _blend_mask(canvas, int(x), int(y), _rounded_mask(int(w), int(h), int(radius)), colour, opacity)
+    _composite(canvas, int(x), int(y), _rounded_layer(int(w), int(h), int(radius), tuple(colour), float(opacity)))
 
 
 def _heat_rgb(values: np.ndarray, colormap: int = cv2.COLORMAP_TURBO) -> np.ndarray:
@@ -194,18 +219,19 @@ def face_box(face: FaceResult, shape) -> tuple[int, int, int, int]:
 def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opacity: float) -> None:
     """The attention map, warped from crop space onto the face, coloured and blended with an opacity that
     grows with attention (low attention leaves the face untouched), limited to the face's outline.
-    Computed at up to 192 px across and upsampled: a heatmap has no fine detail to lose."""
+    Computed at up to 96 px across and upsampled: a 12 x 12 heatmap has no fine detail to lose."""
     roi = frame_roi(face.align_matrix, crop_size, canvas.shape)
     if roi is None:
         return
     x0, y0, x1, y1 = roi
     rw, rh = x1 - x0, y1 - y0
-    f = min(1.0, 192.0 / max(rw, rh))
+    f = min(1.0, 96.0 / max(rw, rh))
     sw, sh = max(2, round(rw * f)), max(2, round(rh * f))
     # Frame -> small patch: scale about the ROI origin (pixel centres).
-    to_small = np.array([[sw / rw, 0, 0.5 * sw / rw - 0.5 - x0 * sw / rw],
-                         [0, sh / rh, 0.5 * sh / rh - 0.5 - y0 * sh / rh], [0, 0, 1]])
-    small_matrix = (np.vstack([face.align_matrix, [0, 0, 1]]) @ np.linalg.inv(to_small))[:2]
+    kx, ky = sw / rw, sh / rh
+    to_small = np.array([[kx, 0, 0.5 * kx - 0.5 - x0 * kx], [0, ky, 0.5 * ky - 0.5 - y0 * ky]])
+    from_small = np.array([[1 / kx, 0, -to_small[0, 2] / kx], [0, 1 / ky, -to_small[1, 2] / ky], [0, 0, 1]])
+    small_matrix = np.asarray(face.align_matrix, dtype=np.float64) @ from_small
     att = np.asarray(face.attention, dtype=np.float32)
     att = att - att.min()
     att = att / max(float(att.max()), 1e-8)
@@ -218,7 +244,8 @@ def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opaci
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 255, cv2.LINE_AA)
     sigma = max(0.8, 0.025 * (face.box[3] - face.box[1]) * f)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
-    alpha = (opacity / 255.0) * mask.astype(np.float32) * heat ** 1.5  # low attention: nearly clear
+    alpha = mask.astype(np.float32)
+    alpha *= heat * np.sqrt(heat) * (opacity / 255.0)  # heat ** 1.5: low attention stays nearly clear
     colours = _heat_rgb(heat)
     if (sw, sh) != (rw, rh):
         alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
