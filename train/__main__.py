@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules():
     import importlib
 
-    for name in ("fit", "evaluate", "template"):
+    for name in ("fit", "evaluate", "template", "package"):
         try:
             yield importlib.import_module(f"train.{name}").register
         except ModuleNotFoundError as exc:  # a module not written yet must not block the others

@@ -35,7 +35,7 @@ from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.model_files import file_sha256
 from train.checkpoint import load_model
-from train.model import AUNet
+from train.model import AUNet, merge_mirrored, with_mirror
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,14 @@ class ExportWrapper(nn.Module):
     def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (faces * self.scale - self.shift).to(self.dtype)
         if self.conv_cams:
-            feats = self.model.features(x)
+            flip = self.model.flips()
+            feats = self.model.features(with_mirror(x) if flip else x)
             fc = self.model.fc
             attention = feats.mean(dim=1)
             logits = fc(feats.mean(dim=(2, 3)))  # dropout is the identity in eval mode
             cams = F.conv2d(feats, fc.weight[:, :, None, None], fc.bias)
+            if flip:
+                logits, attention, cams = merge_mirrored(logits, attention, cams)
         else:
             logits, attention, cams = self.model(x)
         return torch.softmax(logits.float(), dim=1), attention.float(), cams.float()

@@ -28,6 +28,9 @@ class ModelConfig:
     dropout: float = 0.3
     mean: float = 0.5  # input normalisation, on [0, 1] pixel values
     std: float = 0.25
+    # Inference only (eval mode): also run the mirrored face and average, the maps mirrored back. Twice
+    # the cost; set on a trained checkpoint with `python -m train package --test-time-flip`.
+    test_time_flip: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,13 +93,32 @@ class AUNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
 
+    def flips(self) -> bool:
+        """True when this forward pass averages each face with its mirror image (eval mode only)."""
+        return self.config.test_time_flip and not self.training
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, C, H, W) normalised. Returns logits (N, K), attention (N, h, w), cams (N, K, h, w)."""
-        feats = self.features(x)
+        flip = self.flips()
+        feats = self.features(with_mirror(x) if flip else x)
         attention = feats.mean(dim=1)
         logits = self.fc(self.dropout(feats.mean(dim=(2, 3))))
         cams = torch.einsum("kc,nchw->nkhw", self.fc.weight, feats) + self.fc.bias[None, :, None, None]
-        return logits, attention, cams
+        return merge_mirrored(logits, attention, cams) if flip else (logits, attention, cams)
+
+
+def with_mirror(x: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (2N, ...): the batch, then the batch mirrored left-right."""
+    return torch.cat([x, x.flip(-1)])
+
+
+def merge_mirrored(logits, attention, cams):
+    """Outputs of a with_mirror batch -> per-face averages of the face and its mirror, with the mirror's maps
+    flipped back (reshapes rather than slices, so an exported graph keeps a dynamic batch)."""
+    logits = logits.reshape(2, -1, logits.shape[-1]).mean(dim=0)
+    att = attention.reshape(2, -1, *attention.shape[-2:])
+    cam = cams.reshape(2, -1, *cams.shape[-3:])
+    return logits, (att[0] + att[1].flip(-1)) / 2, (cam[0] + cam[1].flip(-1)) / 2
 
 
 def build_model(config: ModelConfig | dict | None = None) -> AUNet:
@@ -144,4 +166,4 @@ def count_macs(model: AUNet) -> int:
         h.remove()
     # CAMs: K x C x h x w multiply-adds on top
     total += c.num_classes * model.fc.in_features * model.map_size**2
-    return total
+    return total * (2 if c.test_time_flip else 1)  # the hooks count one image of the mirrored pair

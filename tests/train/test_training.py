@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -142,3 +143,37 @@ def test_warm_restart_starts_from_the_checkpoint_and_refuses_another_architectur
     assert second["history"][0]["loss"] < first["history"][0]["loss"]
     with pytest.raises(StreamFerError, match="model config differs"):
         init_weights(build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8)), str(stage1))
+
+
+def test_test_time_flip_averages_a_face_with_its_mirror_in_eval_mode_only():
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(8, 16, 16), stem_channels=8)
+    plain = build_model(cfg).eval()
+    flipping = build_model(dataclasses.replace(cfg, test_time_flip=True)).eval()
+    flipping.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        logits, att, cams = flipping(x)
+        a, b = plain(x), plain(x.flip(-1))
+        torch.testing.assert_close(logits, (a[0] + b[0]) / 2)
+        torch.testing.assert_close(att, (a[1] + b[1].flip(-1)) / 2)
+        torch.testing.assert_close(cams, (a[2] + b[2].flip(-1)) / 2)
+        # a mirrored face gets the same scores and mirrored maps
+        mirrored = flipping(x.flip(-1))
+        torch.testing.assert_close(mirrored[0], logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mirrored[1], att.flip(-1), atol=1e-5, rtol=1e-5)
+    assert count_macs(flipping) == 2 * count_macs(plain)
+    flipping.train()
+    assert not flipping.flips()  # training sees single images (the augmentation flips)
+
+
+def test_package_writes_a_weights_only_checkpoint_with_the_inference_settings(tmp_path):
+    from train.package import package_checkpoint
+
+    model = build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8))
+    src = save_checkpoint(tmp_path / "best.pt", model, epoch=7, metrics="{}", optimizer={"junk": torch.zeros(3)})
+    out = package_checkpoint(src, tmp_path / "ship.pt", test_time_flip=True)
+    state = torch.load(out, weights_only=True)
+    assert state["config"]["test_time_flip"] is True and state["epoch"] == 7 and "optimizer" not in state
+    loaded, _ = load_model(out)
+    assert loaded.flips() and all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -1,0 +1,48 @@
+"""`python -m train package`: a trained checkpoint -> the weights-only checkpoint a release ships, with its
+inference settings (e.g. --test-time-flip) written into the model config that every consumer reads
+(evaluation, ONNX export, the PyTorch engine), so they all run the same model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from stream_fer.model_files import file_sha256
+from train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from train.model import ModelConfig, build_model
+
+KEPT = ("epoch", "metrics", "fit_config")  # optimiser, RNG and history stay in the run folder
+
+
+def package_checkpoint(source: Path, out: Path, test_time_flip: bool | None = None) -> Path:
+    state = read_checkpoint(source)
+    model, _ = load_model(source)  # validates the weights against the architecture
+    config = ModelConfig.from_dict(state["config"])
+    if test_time_flip is not None:
+        config = dataclasses.replace(config, test_time_flip=test_time_flip)
+    packaged = build_model(config)
+    packaged.load_state_dict(model.state_dict())
+    extra = {k: state[k] for k in KEPT if k in state}
+    save_checkpoint(out, packaged, source=json.dumps({"name": Path(source).name, "sha256": file_sha256(source)}),
+                    **extra)
+    load_model(out)
+    return Path(out)
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("package", help="write the weights-only checkpoint to ship, with inference settings")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a run's best.pt")
+    parser.add_argument("--out", required=True, type=Path)
+    flip = parser.add_mutually_exclusive_group()
+    flip.add_argument("--test-time-flip", dest="flip", action="store_true", default=None,
+                      help="average each face with its mirror image at inference (twice the cost)")
+    flip.add_argument("--no-test-time-flip", dest="flip", action="store_false")
+    parser.set_defaults(handler=_package)
+
+
+def _package(args) -> int:
+    out = package_checkpoint(args.checkpoint, args.out, args.flip)
+    config = read_checkpoint(out)["config"]
+    print(f"wrote {out} (test_time_flip={config.get('test_time_flip', False)}, sha256 {file_sha256(out)[:12]})")
+    return 0
