@@ -3,6 +3,7 @@ model card reports.
 
     python -m train eval --checkpoint RUN/best.pt --split test --json vanilla.json
     python benchmarks/accuracy.py vanilla.json engines/default/eval.json
+    python benchmarks/accuracy.py --markdown vanilla.json engines/default/eval.json   # the model card's tables
 """
 
 from __future__ import annotations
@@ -38,10 +39,37 @@ def compare(paths: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _pct(v) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def markdown(paths: list[Path]) -> str:
+    """The model card's tables: metrics side by side, per-class recall / ATT-COS / CAM-COS as 'a -> b',
+    and the last file's confusion matrix."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    names = [p.stem for p in paths]
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(runs)]
+    lines.append("| accuracy | " + " | ".join(_pct(m["accuracy"]) for m in runs) + " |")
+    for key, title in (("macro_f1", "macro-F1"), ("att_cos", "ATT-COS"), ("cam_cos", "CAM-COS")):
+        lines.append(f"| {title} | " + " | ".join(_fmt(m[key]) for m in runs) + " |")
+    classes = runs[-1]["classes"]
+    lines += ["", "| class | n | recall | ATT-COS | CAM-COS |", "|---|---:|---:|---:|---:|"]
+    for c in classes:
+        n = sum(runs[-1]["confusion"][classes.index(c)])
+        cells = [" -> ".join(_fmt(m["per_class"][c][k]) for m in runs) for k in ("recall", "att_cos", "cam_cos")]
+        lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "| true \\ pred | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for c, row in zip(classes, runs[-1]["confusion"]):
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("evals", nargs="+", type=Path, help="eval.json files from `python -m train eval`")
-    print(compare(parser.parse_args().evals))
+    parser.add_argument("--markdown", action="store_true", help="print the model card's tables")
+    args = parser.parse_args()
+    print(markdown(args.evals) if args.markdown else compare(args.evals))
 
 
 if __name__ == "__main__":
