@@ -122,6 +122,16 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns (0-3) that show a decoded frame upright: its display matrix's
+    rotation (PyAV's VideoFrame.rotation), rounded to a multiple of 90 degrees; 0 without one."""
+    try:
+        degrees = float(frame.rotation or 0)
+    except (AttributeError, ValueError, TypeError):
+        return 0
+    return int(round(degrees / 90.0)) % 4
+
+
 def _ffmpeg_reason(exc: BaseException) -> str:
     """The human part of a PyAV/FFmpeg error, without the file name it repeats."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -145,6 +155,7 @@ class FileSource(Source):
         self._stream = None
         self._vframes: Iterator | None = None
         self._first = None
+        self._quarter_turns = 0  # display rotation, set by open()
         self._ended_early: str | None = None
         self.decoded = 0
         self.discarded = 0  # packets the container marks for discarding (edit-list pre-roll): never shown
@@ -193,8 +204,17 @@ class FileSource(Source):
                         + (f" {fps:.3g} fps" if fps else "") + (f", {stream.frames} frames" if stream.frames else ""),
         )
         self._peek()
-        if (self._first.width, self._first.height) != (ctx.width, ctx.height):  # cropping, odd streams
-            self.info = dataclasses.replace(self.info, width=self._first.width, height=self._first.height)
+        # Phone videos store the picture sideways with a display rotation: frames are turned upright (the
+        # face landmarker needs upright faces, and the annotated copy should look as players show it).
+        self._quarter_turns = _quarter_turns(self._first)
+        width, height = self._first.width, self._first.height
+        if self._quarter_turns % 2:
+            width, height = height, width
+        if (width, height) != (ctx.width, ctx.height):  # rotation, cropping, odd streams
+            self.info = dataclasses.replace(self.info, width=width, height=height)
+        if self._quarter_turns:
+            self.info = dataclasses.replace(self.info, description=self.info.description
+                                            + f", shown rotated {90 * self._quarter_turns} deg")
         self.state = SourceState.STREAMING
         log.info("opened %s", self.info.description)
         return self.info
@@ -261,8 +281,11 @@ class FileSource(Source):
             timestamp = float(vf.pts * tb)
         else:
             timestamp = index / fps
-        return Frame(index=index, timestamp=timestamp, capture_time=time.monotonic(),
-                     rgb=vf.to_ndarray(format="rgb24"), pts=vf.pts, time_base=tb)
+        rgb = vf.to_ndarray(format="rgb24")
+        if self._quarter_turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, self._quarter_turns))
+        return Frame(index=index, timestamp=timestamp, capture_time=time.monotonic(), rgb=rgb, pts=vf.pts,
+                     time_base=tb)
 
     def close(self) -> None:
         super().close()

@@ -117,3 +117,27 @@ def synthetic_video(dst: Path, frames: int = 30, size: tuple[int, int] = (160, 1
         for p in s.encode(None):
             o.mux(p)
     return dst
+
+
+def sideways_copy(src: Path, dst: Path, frames: int = 6) -> Path:
+    """The first frames of `src` stored as a phone stores a portrait video: the picture turned a quarter
+    clockwise, with a display rotation of 90 deg (counter-clockwise) that turns it upright again."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        rate = i.streams.video[0].average_rate
+        s = None
+        for n, frame in enumerate(i.decode(video=0)):
+            if n == frames:
+                break
+            sideways = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), -1))  # clockwise
+            if s is None:
+                s = o.add_stream("libx264", rate=rate, options={"preset": "ultrafast"})
+                s.height, s.width = sideways.shape[:2]
+                s.pix_fmt = "yuv420p"
+                s.set_display_rotation(90)
+            for p in s.encode(av.VideoFrame.from_ndarray(sideways, format="rgb24")):
+                o.mux(p)
+        for p in s.encode(None):
+            o.mux(p)
+    return dst

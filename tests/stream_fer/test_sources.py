@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from media import CLIPS, decode_times, faststart_copy, truncated_copy, zero_frame_video
+from media import CLIPS, decode_times, faststart_copy, sideways_copy, truncated_copy, zero_frame_video
 
 from stream_fer.errors import StreamFerError
 from stream_fer.sources import (
@@ -38,6 +38,24 @@ def test_file_source_decodes_every_frame_with_its_timing(clips, name):
     assert frames[0].rgb.shape == (info.height, info.width, 3) and frames[0].rgb.dtype == np.uint8
     assert not info.live and info.has_audio
     assert source.state is SourceState.STOPPED
+
+
+def test_a_phone_video_stored_sideways_is_turned_upright(clips, tmp_path, landmarker_model):
+    from stream_fer.landmarks import Landmarker
+
+    with FileSource(clips["single_face.mp4"]) as upright:
+        original = next(iter(upright)).rgb
+    path = sideways_copy(clips["single_face.mp4"], tmp_path / "portrait.mp4")
+    with FileSource(path) as source:
+        info = source.info
+        frames = list(source)
+    assert len(frames) == 6 and (info.width, info.height) == (original.shape[1], original.shape[0])
+    assert "rotated 90" in info.description
+    assert frames[0].rgb.shape == original.shape
+    assert np.abs(frames[0].rgb.astype(int) - original).mean() < 6  # the same picture, up to coding loss
+    with Landmarker(landmarker_model) as landmarker:
+        face = landmarker.detect(frames[0].rgb)[0].points
+    assert face[33, 1] < face[13, 1], "eyes should be above the mouth in an upright frame"
 
 
 def test_hevc_is_decoded(clips):
