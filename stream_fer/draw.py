@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from stream_fer.face.action_units import ActionUnit
-from stream_fer.face.geometry import Ellipses, ellipse_polygons, face_frame, place_regions
+from stream_fer.face.au_maps import place_aus
+from stream_fer.face.geometry import Ellipses, ellipse_polygons
 
 # One colour per AU number (RGB), spread around the hue circle so neighbours differ.
 _PALETTE = {n: tuple(int(c) for c in cv2.cvtColor(np.uint8([[[int(i * 180 / 18) % 180, 220, 255]]]),
@@ -25,15 +26,11 @@ def outline_au_regions(canvas: np.ndarray, points: np.ndarray, aus: tuple[Action
     aus = tuple(aus)
     if not aus:
         return []
-    placed = place_regions(tuple(r for au in aus for r in au.regions), points, face_frame(points))
+    placed, slices = place_aus(points, aus)
     polys = np.round(ellipse_polygons(placed)).astype(np.int32)
-    per_au, start = [], 0
-    for au in aus:
-        stop = start + len(au.regions)
-        cv2.polylines(canvas, list(polys[start:stop]), True, au_colour(au.number), thickness, cv2.LINE_AA)
-        per_au.append(placed.take(start, stop))
-        start = stop
-    return per_au
+    for au, s in zip(aus, slices):
+        cv2.polylines(canvas, list(polys[s]), True, au_colour(au.number), thickness, cv2.LINE_AA)
+    return [placed.take(s) for s in slices]
 
 
 def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...],

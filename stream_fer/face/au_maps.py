@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from stream_fer.face.action_units import ActionUnit, aus_for
-from stream_fer.face.geometry import Ellipse, FaceFrame, face_frame, fill_ellipses, place_regions
+from stream_fer.face.action_units import aus_for
+from stream_fer.face.geometry import Ellipses, FaceFrame, face_frame, fill_ellipses, place_regions
 
 # Gaussian sigma in units of the inter-ocular distance as drawn on the map. On an aligned 48-px crop
 # (IOD about 18 px) that is about 4% of the map size, and it stays face-sized on a full frame.
@@ -37,10 +37,13 @@ def _scaled(points: np.ndarray, image_size, out_size) -> np.ndarray:
     return pts
 
 
-def au_ellipses(points: np.ndarray, au: ActionUnit, frame: FaceFrame | None = None) -> list[Ellipse]:
-    """The AU's region(s) as ellipses in the coordinates of `points`."""
-    frame = frame or face_frame(points)
-    return list(place_regions(au.regions, points, frame))
+def place_aus(points: np.ndarray, aus, frame: FaceFrame | None = None) -> tuple[Ellipses, list[slice]]:
+    """The regions of all `aus` as ellipses in the coordinates of `points`, placed in one pass, and each
+    AU's slice of them."""
+    aus = tuple(aus)
+    bounds = np.cumsum([0] + [len(au.regions) for au in aus]).tolist()
+    placed = place_regions(tuple(r for au in aus for r in au.regions), points, frame or face_frame(points))
+    return placed, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def region_masks(points: np.ndarray, image_size, aus, out_size) -> dict[int, np.ndarray]:
@@ -48,12 +51,9 @@ def region_masks(points: np.ndarray, image_size, aus, out_size) -> dict[int, np.
     w, h = _size(out_size)
     pts = _scaled(points, image_size, out_size)
     aus = tuple(aus)
-    filled = fill_ellipses(place_regions(tuple(r for au in aus for r in au.regions), pts, face_frame(pts)), h, w)
-    masks, start = {}, 0
-    for au in aus:
-        masks[au.number] = filled[start : start + len(au.regions)].any(axis=0)
-        start += len(au.regions)
-    return masks
+    placed, slices = place_aus(pts, aus)
+    filled = fill_ellipses(placed, h, w)
+    return {au.number: filled[s].any(axis=0) for au, s in zip(aus, slices)}
 
 
 @lru_cache(maxsize=64)

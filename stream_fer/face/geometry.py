@@ -71,8 +71,8 @@ class Ellipses:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
-    def take(self, start: int, stop: int) -> Ellipses:
-        return Ellipses(self.centres[start:stop], self.semi_axes[start:stop], self.angles[start:stop])
+    def take(self, part: slice) -> Ellipses:
+        return Ellipses(self.centres[part], self.semi_axes[part], self.angles[part])
 
 
 @lru_cache(maxsize=256)
@@ -104,11 +104,6 @@ def place_regions(regions, points: np.ndarray, frame: FaceFrame) -> Ellipses:
     return Ellipses(centres, semi * frame.iod, face_angle + sign * angles)
 
 
-def place_region(region: EllipseRegion, points: np.ndarray, frame: FaceFrame) -> Ellipse:
-    """One AU region as an ellipse in the landmarks' pixel coordinates."""
-    return place_regions((region,), points, frame)[0]
-
-
 @lru_cache(maxsize=8)
 def _unit_circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
@@ -124,11 +119,6 @@ def ellipse_polygons(ellipses, n: int = 32) -> np.ndarray:
     c, s = np.cos(e.angles)[:, None], np.sin(e.angles)[:, None]
     return np.stack([e.centres[:, 0, None] + c * x - s * y, e.centres[:, 1, None] + s * x + c * y],
                     axis=2).astype(np.float32)
-
-
-def ellipse_polygon(ellipse: Ellipse, n: int = 32) -> np.ndarray:
-    """Points on the ellipse outline, (n, 2) float32, for drawing."""
-    return ellipse_polygons([ellipse], n)[0]
 
 
 def fill_ellipses(ellipses, height: int, width: int) -> np.ndarray:
