@@ -159,10 +159,9 @@ class _ResultReader:
                                              "itemsize": ctypes.sizeof(cat)})
             self._result_type = fl.MpFaceLandmarkerResultC
             self._lib = landmarker._lib
-            landmarker._handle  # noqa: B018 - present on the versions this reader knows
-            self._ok = all(hasattr(self._lib, f) for f in ("MpFaceLandmarkerDetectImage",
-                                                             "MpFaceLandmarkerDetectForVideo",
-                                                             "MpFaceLandmarkerCloseResult"))
+            self._ok = hasattr(landmarker, "_handle") and all(
+                hasattr(self._lib, f) for f in ("MpFaceLandmarkerDetectImage", "MpFaceLandmarkerDetectForVideo",
+                                                "MpFaceLandmarkerCloseResult"))
         except (ImportError, AttributeError):
             self._ok = False
 
