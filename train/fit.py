@@ -18,7 +18,7 @@ import torch
 
 from train.au_targets import split_maps
 from train.augment import AugmentConfig, augment_batch
-from train.checkpoint import read_checkpoint, save_checkpoint
+from train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from train.data import class_counts, load_ferplus
 from train.landmarks import load_cache
 from train.loss import au_guided_loss
@@ -93,10 +93,10 @@ def init_weights(model, path: str) -> None:
     """Load a checkpoint's weights into `model` for a warm restart; another architecture is one clear error."""
     from stream_fer.errors import StreamFerError
 
-    state = read_checkpoint(Path(path))
-    if state.get("config") != model.config.to_dict():
+    source, state = load_model(path)  # a file that is no checkpoint, or weights that do not fit: one line
+    if source.config != model.config:
         raise StreamFerError(f"--init-from {path}: its model config differs from this run's")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(source.state_dict())
     log.info("initialised from %s (epoch %s)", path, state.get("epoch"))
 
 

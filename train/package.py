@@ -9,25 +9,22 @@ import json
 from pathlib import Path
 
 from stream_fer.model_files import file_sha256
-from train.checkpoint import load_model, read_checkpoint, save_checkpoint
-from train.model import ModelConfig, build_model
+from train.checkpoint import load_model, save_checkpoint
+from train.model import ModelConfig
 
 KEPT = ("epoch", "metrics", "fit_config")  # optimiser, RNG and history stay in the run folder
 
 
-def package_checkpoint(source: Path, out: Path, test_time_flip: bool | None = None) -> Path:
-    state = read_checkpoint(source)
-    model, _ = load_model(source)  # validates the weights against the architecture
-    config = ModelConfig.from_dict(state["config"])
+def package_checkpoint(source: Path, out: Path, test_time_flip: bool | None = None) -> ModelConfig:
+    """Write `out` from `source` (weights checked against the architecture by load_model) with the given
+    inference settings; returns the written model config, read back from `out`."""
+    model, state = load_model(source)
     if test_time_flip is not None:
-        config = dataclasses.replace(config, test_time_flip=test_time_flip)
-    packaged = build_model(config)
-    packaged.load_state_dict(model.state_dict())
+        model.config = dataclasses.replace(model.config, test_time_flip=test_time_flip)
     extra = {k: state[k] for k in KEPT if k in state}
-    save_checkpoint(out, packaged, source=json.dumps({"name": Path(source).name, "sha256": file_sha256(source)}),
+    save_checkpoint(out, model, source=json.dumps({"name": Path(source).name, "sha256": file_sha256(source)}),
                     **extra)
-    load_model(out)
-    return Path(out)
+    return load_model(out)[0].config
 
 
 def register(sub) -> None:
@@ -42,7 +39,6 @@ def register(sub) -> None:
 
 
 def _package(args) -> int:
-    out = package_checkpoint(args.checkpoint, args.out, args.flip)
-    config = read_checkpoint(out)["config"]
-    print(f"wrote {out} (test_time_flip={config.get('test_time_flip', False)}, sha256 {file_sha256(out)[:12]})")
+    config = package_checkpoint(args.checkpoint, args.out, args.flip)
+    print(f"wrote {args.out} (test_time_flip={config.test_time_flip}, sha256 {file_sha256(args.out)[:12]})")
     return 0

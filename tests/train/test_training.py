@@ -172,7 +172,8 @@ def test_package_writes_a_weights_only_checkpoint_with_the_inference_settings(tm
 
     model = build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8))
     src = save_checkpoint(tmp_path / "best.pt", model, epoch=7, metrics="{}", optimizer={"junk": torch.zeros(3)})
-    out = package_checkpoint(src, tmp_path / "ship.pt", test_time_flip=True)
+    out = tmp_path / "ship.pt"
+    assert package_checkpoint(src, out, test_time_flip=True).test_time_flip
     state = torch.load(out, weights_only=True)
     assert state["config"]["test_time_flip"] is True and state["epoch"] == 7 and "optimizer" not in state
     loaded, _ = load_model(out)
