@@ -45,7 +45,7 @@ def cpu_model() -> str:
 
 def bench_faces(n: int = 256) -> tuple[np.ndarray, str]:
     try:
-        from train.export import ferplus_faces
+        from stream_fer.train.export import ferplus_faces
 
         faces = ferplus_faces(n)
     except ImportError:  # no training extras: random pixels measure the same
@@ -80,12 +80,12 @@ def _torch_eager(checkpoint, device: str, threads: int | None):
     """AUNet.forward as trained (FP32), with normalisation and softmax: the PyTorch eager baseline."""
     import torch
 
-    from train.model import build_model, normalise
+    from stream_fer.train.model import build_model, normalise
 
     if threads:
         torch.set_num_threads(threads)
     if checkpoint:
-        from train.checkpoint import load_model
+        from stream_fer.train.checkpoint import load_model
 
         model, _ = load_model(checkpoint)
     else:
@@ -103,7 +103,7 @@ def _torch_eager(checkpoint, device: str, threads: int | None):
 
 def candidates(model_dir: Path, checkpoint, threads: int | None):
     """(row name, precision, device, factory) for everything that might run here; factory() -> infer fn."""
-    from engines.select import installed, load_engine, nvidia_gpu_present, tensorrt_model_dir
+    from stream_fer.engines.select import installed, load_engine, nvidia_gpu_present, tensorrt_model_dir
 
     fp16_dir = tensorrt_model_dir(model_dir)
     has_fp16 = fp16_dir != model_dir
@@ -146,7 +146,7 @@ def _cuda_sync():
 
 
 def run(args) -> dict:
-    from engines import default_model_dir
+    from stream_fer.engines import default_model_dir
 
     model_dir = Path(args.model) if args.model else default_model_dir()
     checkpoint = args.checkpoint

@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from engines.select import load_engine
+    from stream_fer.engines.select import load_engine
     from stream_fer.model_files import resolve_landmarker
 
     args.landmarker = str(resolve_landmarker(args.landmarker))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from stream_fer.paths import cache_dir  # noqa: E402
 from stream_fer.smoothing import FULL_STRENGTH_DELAY_S, SMOOTHING_STRATEGIES, make_smoother  # noqa: E402
-from train.paths import shared_dir  # noqa: E402
+from stream_fer.train.paths import shared_dir  # noqa: E402
 
 log = logging.getLogger("benchmarks.smoothing")
 
@@ -93,7 +93,7 @@ def raw_outputs(video: Path, engine, landmarker) -> dict[str, np.ndarray]:
 
 
 def cached_raw_outputs(video: Path, model_dir, landmarker) -> dict[str, np.ndarray]:
-    from engines.select import load_engine
+    from stream_fer.engines.select import load_engine
 
     engine = load_engine(model_dir, backend="onnxruntime")
     model_key = engine.info.onnx_sha256 or engine.info.to_json()

@@ -16,14 +16,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from train.paths import shared_dir  # noqa: E402  (after the sys.path line)
+from stream_fer.train.paths import shared_dir  # noqa: E402  (after the sys.path line)
 
 SHARED = shared_dir()
 STILLS = ("WolfgangLanger_Pexels_f0300.png", "single_face_f0036.png")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engines.select import load_engine
+    from stream_fer.engines.select import load_engine
     from stream_fer.analyzer import FrameAnalyzer
     from stream_fer.frames import Frame
     from stream_fer.images import read_rgb, write_rgb

@@ -1,7 +1,7 @@
 """Inference engines: run an exported stream-fer model on ONNX Runtime, TensorRT or PyTorch behind one
 interface; build TensorRT engines; the shipped default model (engines/default/).
 
-    from engines import load_engine
+    from stream_fer.engines import load_engine
     engine = load_engine()             # auto: TensorRT, torch-CUDA, ONNX Runtime-CUDA, ONNX Runtime-CPU
     out = engine.infer(faces)          # faces: (N, 48, 48) uint8 aligned grayscale crops
 
@@ -22,7 +22,7 @@ def default_model_dir() -> Path:
 
 def load_engine(model_dir=None, backend: str = "auto", checkpoint=None, **kwargs):
     """See engines.select.load_engine."""
-    from engines.select import load_engine as _load
+    from stream_fer.engines.select import load_engine as _load
 
     return _load(model_dir, backend, checkpoint, **kwargs)
 

@@ -28,11 +28,11 @@ def register(subparsers) -> None:
 
 
 def _export(args) -> int:
-    from engines.base import ModelInfo
+    from stream_fer.engines.base import ModelInfo
     from stream_fer.errors import StreamFerError
 
     try:
-        from train.export import export_checkpoint
+        from stream_fer.train.export import export_checkpoint
     except ImportError as exc:
         raise StreamFerError(f"export needs the training extras ({exc}); "
                              "pip install 'stream-fer[train]'") from None
@@ -52,9 +52,9 @@ def _export(args) -> int:
 def _build_engine(args) -> int:
     from pathlib import Path
 
-    from engines import default_model_dir
-    from engines.select import tensorrt_model_dir
-    from engines.tensorrt_engine import build_engine
+    from stream_fer.engines import default_model_dir
+    from stream_fer.engines.select import tensorrt_model_dir
+    from stream_fer.engines.tensorrt_engine import build_engine
 
     model_dir = tensorrt_model_dir(Path(args.model) if args.model else default_model_dir())
     cache_dir = Path(args.cache_dir) if args.cache_dir else None

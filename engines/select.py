@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, Engine, ModelInfo
+from stream_fer.engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, Engine, ModelInfo
 from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _tensorrt(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
             raise _Skip("TensorRT is not installed")
         if not nvidia_gpu_present():
             raise _Skip("no NVIDIA GPU found")
-    from engines.tensorrt_engine import TensorRTEngine
+    from stream_fer.engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine(tensorrt_model_dir(model_dir), cache_dir=cache_dir)
 
@@ -125,7 +125,7 @@ def _torch(device: str):
         if path is None:
             raise StreamFerError("the torch backend needs a checkpoint: pass one, or put "
                                  f"{CHECKPOINT_FILENAME} in {model_dir}")
-        from engines import torch_engine
+        from stream_fer.engines import torch_engine
 
         if device == "cuda" and not strict and not torch_engine.cuda_available():
             import torch
@@ -138,7 +138,7 @@ def _torch(device: str):
 
 def _onnxruntime(device: str):
     def make(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
-        from engines.onnxruntime_engine import OnnxRuntimeEngine, cuda_provider_available
+        from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine, cuda_provider_available
 
         if device == "cuda" and not strict:
             if not nvidia_gpu_present():
@@ -176,7 +176,7 @@ def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, thr
     """(engine, selection). An explicitly named backend that cannot run is a StreamFerError; auto moves
     on to the next candidate and records why, except for the last (ONNX Runtime on the CPU), whose
     failure (a missing or corrupt model file) is the error the user sees."""
-    from engines import default_model_dir
+    from stream_fer.engines import default_model_dir
 
     if backend not in BACKENDS:
         raise StreamFerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

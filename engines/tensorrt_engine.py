@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import (
+from stream_fer.engines.base import (
     INPUT_NAME,
     OUTPUT_NAMES,
     EngineOutput,

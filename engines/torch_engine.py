@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.base import EngineOutput, ModelInfo, as_model_input, empty_output
+from stream_fer.engines.base import EngineOutput, ModelInfo, as_model_input, empty_output
 from stream_fer.errors import StreamFerError
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ class TorchEngine:
     def __init__(self, checkpoint, device: str = "auto", fp16: bool | None = None,
                  threads: int | None = None):
         from stream_fer.model_files import file_sha256
-        from train.checkpoint import load_model
-        from train.export import ExportWrapper, model_info
+        from stream_fer.train.checkpoint import load_model
+        from stream_fer.train.export import ExportWrapper, model_info
 
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"

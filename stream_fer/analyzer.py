@@ -135,7 +135,7 @@ class FrameAnalyzer:
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5):
         if engine is None:
-            from engines.select import load_engine
+            from stream_fer.engines.select import load_engine
 
             engine = load_engine()
         if max_faces < 1:

@@ -19,9 +19,10 @@ COMMANDS = {
     "run": "stream_fer.commands.run",
     "models": "stream_fer.commands.models",
     "regions": "stream_fer.commands.regions",
-    "export": "engines.commands",
-    "build-engine": "engines.commands",
+    "export": "stream_fer.engines.commands",
+    "build-engine": "stream_fer.engines.commands",
     "serve": "stream_fer.commands.serve",
+    "train": "stream_fer.commands.train",
 }
 
 log = logging.getLogger("stream_fer")
@@ -62,6 +63,10 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    if argv[:1] == ["train"]:  # the training CLI parses its own arguments, --help included
+        from stream_fer.commands.train import run_training
+
+        return run_training(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.paths import shared_dir
+from stream_fer.train.paths import shared_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = shared_dir()
@@ -147,7 +147,7 @@ def cli():
 def onnx_engine():
     """The default model on ONNX Runtime (CPU); skipped, with the reason, when it cannot be loaded."""
     try:
-        from engines.select import load_engine
+        from stream_fer.engines.select import load_engine
     except ImportError as exc:
         pytest.skip(f"engines.select is not available ({exc})")
     from stream_fer.errors import StreamFerError

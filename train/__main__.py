@@ -1,4 +1,5 @@
-"""`python -m train COMMAND`: landmarks | fit | eval | template."""
+"""`python -m train COMMAND` (in a clone), `python -m stream_fer.train COMMAND` or `stream-fer train COMMAND`:
+landmarks | fit | eval | template | package."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from stream_fer.errors import StreamFerError
 
 
 def _landmarks(args) -> int:
-    from train.landmarks import build_cache
+    from stream_fer.train.landmarks import build_cache
 
     cache = build_cache(args.out, args.data, workers=args.workers, model_path=args.landmarker)
     n, found = len(cache.found), int(cache.found.sum())
@@ -19,8 +20,8 @@ def _landmarks(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description="Train stream-fer models.")
+def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Train stream-fer models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lm = sub.add_parser("landmarks", help="precompute MediaPipe landmarks for every FER+ image (resumable)")
     lm.add_argument("--data", help="ferplus.tar.gz or its extracted folder (default: STREAM_FER_FERPLUS)")
@@ -38,15 +39,15 @@ def _command_modules():
 
     for name in ("fit", "evaluate", "template", "package"):
         try:
-            yield importlib.import_module(f"train.{name}").register
+            yield importlib.import_module(f"stream_fer.train.{name}").register
         except ModuleNotFoundError as exc:  # a module not written yet must not block the others
-            if exc.name != f"train.{name}":
+            if exc.name != f"stream_fer.train.{name}":
                 raise
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m train") -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except StreamFerError as exc:

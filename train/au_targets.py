@@ -13,9 +13,9 @@ import numpy as np
 
 from stream_fer.face.au_maps import expression_map
 from stream_fer.face.classes import CLASS_NAMES
-from train.data import IMAGE_SIZE, FerSplit
-from train.landmarks import LandmarkCache
-from train.paths import train_cache
+from stream_fer.train.data import IMAGE_SIZE, FerSplit
+from stream_fer.train.landmarks import LandmarkCache
+from stream_fer.train.paths import train_cache
 
 
 def render_maps(points: np.ndarray, found: np.ndarray, labels: np.ndarray, size: int = IMAGE_SIZE):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from stream_fer.errors import StreamFerError, first_line
-from train.model import AUNet, ModelConfig, build_model
+from stream_fer.train.model import AUNet, ModelConfig, build_model
 
 FORMAT = "stream-fer-checkpoint"
 VERSION = 1

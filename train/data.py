@@ -19,7 +19,7 @@ import numpy as np
 
 from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import NUM_CLASSES
-from train.paths import ferplus_source, train_cache
+from stream_fer.train.paths import ferplus_source, train_cache
 
 log = logging.getLogger(__name__)
 

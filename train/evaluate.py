@@ -12,11 +12,11 @@ import torch
 from torch.nn import functional as F
 
 from stream_fer.face.classes import CLASS_NAMES, NUM_CLASSES
-from train.au_targets import split_maps
-from train.checkpoint import load_model
-from train.data import FerSplit, load_ferplus
-from train.landmarks import load_cache
-from train.model import normalise
+from stream_fer.train.au_targets import split_maps
+from stream_fer.train.checkpoint import load_model
+from stream_fer.train.data import FerSplit, load_ferplus
+from stream_fer.train.landmarks import load_cache
+from stream_fer.train.model import normalise
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def sample_metrics(arrays: dict, n: int) -> dict:
 def cache_for(split: FerSplit):
     """The landmark cache, or, where it has not been built (`python -m train landmarks`), landmarks
     computed now for just this split's images."""
-    from train.landmarks import LandmarkCache, default_cache_path, landmark_images
+    from stream_fer.train.landmarks import LandmarkCache, default_cache_path, landmark_images
 
     if default_cache_path().exists():
         return load_cache()

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engines.base import INPUT_NAME, META_FILENAME, ONNX_FILENAME, OUTPUT_NAMES, ModelInfo
+from stream_fer.engines.base import INPUT_NAME, META_FILENAME, ONNX_FILENAME, OUTPUT_NAMES, ModelInfo
 from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.model_files import file_sha256
-from train.checkpoint import load_model
-from train.model import AUNet, merge_mirrored, with_mirror
+from stream_fer.train.checkpoint import load_model
+from stream_fer.train.model import AUNet, merge_mirrored, with_mirror
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def export_onnx(model: AUNet, path: Path, fp16: bool = False) -> Path:
 
 def ferplus_faces(limit: int = FERPLUS_CHECK_FACES) -> np.ndarray:
     """The first `limit` FER+ test images (N, 48, 48) uint8; empty when FER+ is not available here."""
-    from train.data import load_ferplus
-    from train.paths import ferplus_source
+    from stream_fer.train.data import load_ferplus
+    from stream_fer.train.paths import ferplus_source
 
     if not ferplus_source().exists():
         return np.zeros((0, 48, 48), np.uint8)
@@ -159,7 +159,7 @@ def still_faces(stills_dir: Path | None = None, size: int = 48, max_faces: int =
     from stream_fer.face.alignment import alignment_matrix
     from stream_fer.images import read_rgb
     from stream_fer.landmarks import Landmarker
-    from train.paths import shared_dir
+    from stream_fer.train.paths import shared_dir
 
     stills_dir = Path(stills_dir) if stills_dir else shared_dir() / "videos" / "stills"
     paths = sorted(stills_dir.glob("*.png")) if stills_dir.is_dir() else []
@@ -216,7 +216,7 @@ class ParityReport:
 
 def _torch_reference(model: AUNet, faces: np.ndarray, batch: int = 64) -> list[np.ndarray]:
     """AUNet.forward in FP32 on the CPU, with the documented input normalisation and a softmax."""
-    from train.model import normalise
+    from stream_fer.train.model import normalise
 
     model = model.float().eval()
     outs = [[], [], []]
@@ -243,7 +243,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def check_export(model: AUNet, model_dir: Path, faces: np.ndarray,
                  sources: dict | None = None) -> ParityReport:
     """Run the exported model on ONNX Runtime (CPU) and the checkpoint on PyTorch FP32; compare."""
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     if len(faces) == 0:
         raise StreamFerError("no faces to check the export on")

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.au_targets import split_maps
-from train.augment import AugmentConfig, augment_batch
-from train.checkpoint import load_model, read_checkpoint, save_checkpoint
-from train.data import class_counts, load_ferplus
-from train.landmarks import load_cache
-from train.loss import au_guided_loss
-from train.model import ModelConfig, build_model, normalise
-from train.paths import train_cache
+from stream_fer.train.au_targets import split_maps
+from stream_fer.train.augment import AugmentConfig, augment_batch
+from stream_fer.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from stream_fer.train.data import class_counts, load_ferplus
+from stream_fer.train.landmarks import load_cache
+from stream_fer.train.loss import au_guided_loss
+from stream_fer.train.model import ModelConfig, build_model, normalise
+from stream_fer.train.paths import train_cache
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def make_optimizer(model, cfg: FitConfig):
 @torch.no_grad()
 def quick_validation(model, split, maps, valid, device, batch: int = 256) -> dict:
     """Validation accuracy (majority labels) and mean attention-AU cosine at the attention size."""
-    from train.loss import alignment_cosine
+    from stream_fer.train.loss import alignment_cosine
 
     model.eval()
     keep = split.labels >= 0

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from stream_fer.face.geometry import NUM_LANDMARKS
-from train.data import IMAGE_SIZE, load_ferplus
-from train.paths import train_cache
+from stream_fer.train.data import IMAGE_SIZE, load_ferplus
+from stream_fer.train.paths import train_cache
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 from stream_fer.model_files import file_sha256
-from train.checkpoint import load_model, save_checkpoint
-from train.model import ModelConfig
+from stream_fer.train.checkpoint import load_model, save_checkpoint
+from stream_fer.train.model import ModelConfig
 
 KEPT = ("epoch", "metrics", "fit_config")  # optimiser, RNG and history stay in the run folder
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from stream_fer.face.alignment import TEMPLATE_PATH
-from train.data import load_ferplus
-from train.landmarks import load_cache
+from stream_fer.train.data import load_ferplus
+from stream_fer.train.landmarks import load_cache
 
 
 def mean_layout(cache, keys) -> np.ndarray:

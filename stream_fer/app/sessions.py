@@ -69,7 +69,7 @@ class EnginePool:
     def _load(self, backend: str):
         if self._loader is not None:
             return self._loader(model_dir=self._model_dir, backend=backend)
-        from engines.select import load_engine
+        from stream_fer.engines.select import load_engine
 
         return load_engine(self._model_dir, backend=backend, report=self._report)
 

@@ -149,7 +149,7 @@ def _make_analyzer(args, image: bool):
 
     make_smoother(args.smoothing, args.smoothing_strength)  # a bad name or strength fails before the model loads
     overlays = OverlayOptions(**{name: not getattr(args, f"no_{name}") for name in OVERLAYS}, panel=args.panel)
-    from engines.select import load_engine
+    from stream_fer.engines.select import load_engine
 
     engine = load_engine(args.model, backend=args.backend, threads=args.threads,
                          report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))

@@ -17,7 +17,7 @@ def _decisive_model(faces: np.ndarray, seed: int = 0):
     """An untrained AUNet made to behave like a trained one where the tests look: residual branches
     switched on, and a classifier centred on these faces' mean features (bias = -W mu) and scaled up, so
     its predictions spread over the classes and FP16 argmax agreement is a real test, not a tie-break."""
-    from train.model import build_model, normalise
+    from stream_fer.train.model import build_model, normalise
 
     torch.manual_seed(seed)
     model = build_model().eval()
@@ -42,7 +42,7 @@ def tiny_model(check_faces):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_model):
-    from train.checkpoint import save_checkpoint
+    from stream_fer.train.checkpoint import save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model, epoch=0)
 
@@ -53,7 +53,7 @@ def decisive_subset(model, faces: np.ndarray, margin: float = 0.02) -> np.ndarra
     FP16 rounds a logit by about 1e-3 of its size, so on a genuine near-tie FP32 and FP16 may pick
     different classes (a trained model does this on 4 of the 3573 FER+ test faces, every one with a
     top-two margin under 1e-3). The FP16 argmax test checks the export on faces that are not ties."""
-    from train.model import normalise
+    from stream_fer.train.model import normalise
 
     with torch.inference_mode():
         probs = torch.softmax(model(normalise(torch.from_numpy(faces.copy()), model.config))[0], 1).numpy()
@@ -65,7 +65,7 @@ def decisive_subset(model, faces: np.ndarray, margin: float = 0.02) -> np.ndarra
 def face_sets() -> list[np.ndarray]:
     """The real faces available here: the first 64 FER+ test faces, the aligned faces of the video
     stills; either may be empty."""
-    from train.export import ferplus_faces, still_faces
+    from stream_fer.train.export import ferplus_faces, still_faces
 
     return [f for f in (ferplus_faces(64), still_faces()) if len(f)]
 
@@ -95,14 +95,14 @@ def export_faces(tiny_model, check_faces) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def exported_fp32(tiny_checkpoint, export_faces, tmp_path_factory):
-    from train.export import export_checkpoint
+    from stream_fer.train.export import export_checkpoint
 
     return export_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("export") / "fp32", faces=export_faces)
 
 
 @pytest.fixture(scope="session")
 def exported_fp16(tiny_checkpoint, export_faces, tmp_path_factory):
-    from train.export import export_checkpoint
+    from stream_fer.train.export import export_checkpoint
 
     return export_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("export") / "fp16", fp16=True,
                              faces=export_faces)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from engines import default_model_dir
-from engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, ModelInfo, file_sha256
+from stream_fer.engines import default_model_dir
+from stream_fer.engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, ModelInfo, file_sha256
 
 DEFAULT = default_model_dir()
 SHIPPED = (ONNX_FILENAME, META_FILENAME, CHECKPOINT_FILENAME, "eval.json", "MODEL_CARD.md")
@@ -30,9 +30,9 @@ def test_metadata_matches_the_shipped_files():
 
 
 def test_checkpoint_loads_weights_only_and_onnx_agrees_on_real_faces(real_faces):
-    from engines.select import load_engine
-    from train.checkpoint import load_model
-    from train.evaluate import predict
+    from stream_fer.engines.select import load_engine
+    from stream_fer.train.checkpoint import load_model
+    from stream_fer.train.evaluate import predict
 
     model, state = load_model(DEFAULT / CHECKPOINT_FILENAME)
     assert state["format"] == "stream-fer-checkpoint"
@@ -45,7 +45,7 @@ def test_checkpoint_loads_weights_only_and_onnx_agrees_on_real_faces(real_faces)
 
 
 def test_eval_json_is_what_the_eval_command_produces(tmp_path):
-    from train.paths import ferplus_source
+    from stream_fer.train.paths import ferplus_source
 
     if not ferplus_source().exists():
         pytest.skip(f"FER+ not found at {ferplus_source()} (set STREAM_FER_SHARED or STREAM_FER_FERPLUS)")

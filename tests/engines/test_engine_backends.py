@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from engines import default_model_dir, load_engine
-from engines.base import EngineOutput, ModelInfo
+from stream_fer.engines import default_model_dir, load_engine
+from stream_fer.engines.base import EngineOutput, ModelInfo
 from stream_fer.errors import StreamFerError
 
 REPO_ROOT = default_model_dir().parents[1]
@@ -123,7 +123,7 @@ def test_torch_backend_without_checkpoint_says_what_to_do(exported_fp32):
 
 
 def test_auto_selection_on_a_cpu_machine_reports_each_skip(exported_fp32, monkeypatch):
-    from engines import select
+    from stream_fer.engines import select
 
     monkeypatch.setattr(select, "nvidia_gpu_present", lambda: False)
     lines = []
@@ -158,7 +158,7 @@ def test_shipped_default_model_runs_and_was_checked():
     model_dir = default_model_dir()
     if not (model_dir / "model.onnx").is_file():
         pytest.skip(f"no default model shipped in {model_dir}")
-    from engines.base import file_sha256
+    from stream_fer.engines.base import file_sha256
 
     info = ModelInfo.from_file(model_dir / "model.json")
     assert info.onnx_sha256 == file_sha256(model_dir / "model.onnx")
@@ -169,7 +169,7 @@ def test_shipped_default_model_runs_and_was_checked():
 
 
 def test_shipped_fp16_sibling_belongs_to_the_default_model():
-    from engines.select import tensorrt_model_dir
+    from stream_fer.engines.select import tensorrt_model_dir
 
     model_dir = default_model_dir()
     if not (model_dir / "fp16" / "model.onnx").is_file():
@@ -180,7 +180,7 @@ def test_shipped_fp16_sibling_belongs_to_the_default_model():
 
 
 def test_tensorrt_ignores_an_fp16_sibling_from_another_checkpoint(exported_fp32, exported_fp16, tmp_path):
-    from engines.select import tensorrt_model_dir
+    from stream_fer.engines.select import tensorrt_model_dir
 
     model_dir = tmp_path / "m"
     shutil.copytree(exported_fp32, model_dir)

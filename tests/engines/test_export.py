@@ -9,14 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from engines.base import INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from stream_fer.engines.base import INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from stream_fer.errors import StreamFerError
 
 
 def _reference(checkpoint, faces):
     """AUNet.forward itself (not the export wrapper), FP32, CPU."""
-    from train.checkpoint import load_model
-    from train.model import normalise
+    from stream_fer.train.checkpoint import load_model
+    from stream_fer.train.model import normalise
 
     model, _ = load_model(checkpoint)
     with torch.inference_mode():
@@ -25,7 +25,7 @@ def _reference(checkpoint, faces):
 
 
 def _onnx_run(model_dir, faces):
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     out = OnnxRuntimeEngine(model_dir, threads=1).infer(faces)
     return out.probs, out.attention, out.cams
@@ -97,7 +97,7 @@ def test_graph_signature_dynamic_batch_and_boundary_casts(exported_fp32, exporte
 
 
 def test_batch_dimension_is_dynamic(exported_fp32, check_faces):
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     engine = OnnxRuntimeEngine(exported_fp32, threads=1)
     one = engine.infer(check_faces[:1])
@@ -107,7 +107,7 @@ def test_batch_dimension_is_dynamic(exported_fp32, check_faces):
 
 def test_failed_check_is_an_error_and_leaves_the_folder_alone(tiny_checkpoint, check_faces, tmp_path,
                                                               monkeypatch):
-    from train import export
+    from stream_fer.train import export
 
     monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)  # nothing can pass
     out = tmp_path / "out"
@@ -119,8 +119,8 @@ def test_failed_check_is_an_error_and_leaves_the_folder_alone(tiny_checkpoint, c
 
 def _wrong_architecture_checkpoint(path):
     """A real checkpoint whose stored config says the default AUNet but whose weights are narrower."""
-    from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from stream_fer.train.checkpoint import save_checkpoint
+    from stream_fer.train.model import ModelConfig, build_model
 
     narrow = build_model(ModelConfig(widths=(32, 64, 64)))
     save_checkpoint(path, narrow)
@@ -131,8 +131,8 @@ def _wrong_architecture_checkpoint(path):
 
 
 def test_wrong_architecture_checkpoint_is_one_clear_error(tmp_path):
-    from engines.torch_engine import TorchEngine
-    from train.export import export_checkpoint
+    from stream_fer.engines.torch_engine import TorchEngine
+    from stream_fer.train.export import export_checkpoint
 
     bad = _wrong_architecture_checkpoint(tmp_path / "wrong.pt")
     with pytest.raises(StreamFerError, match="does not match the stream-fer model") as exc:
@@ -143,7 +143,7 @@ def test_wrong_architecture_checkpoint_is_one_clear_error(tmp_path):
 
 
 def test_not_a_checkpoint_is_one_clear_error(tmp_path):
-    from train.export import export_checkpoint
+    from stream_fer.train.export import export_checkpoint
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

@@ -12,8 +12,8 @@ import types
 
 import pytest
 
-from engines.base import ModelInfo
-from engines.tensorrt_engine import (
+from stream_fer.engines.base import ModelInfo
+from stream_fer.engines.tensorrt_engine import (
     DEFAULT_PROFILE,
     BatchProfile,
     EngineCache,
@@ -228,8 +228,8 @@ class _FakeCuda:
 
 def test_explicit_engine_file_from_another_tensorrt_version_is_one_clear_error(exported_fp16, tmp_path,
                                                                              monkeypatch):
-    import engines.tensorrt_engine as te
-    from engines.base import file_sha256
+    import stream_fer.engines.tensorrt_engine as te
+    from stream_fer.engines.base import file_sha256
 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.9.0.34"))
     monkeypatch.setattr(te, "cuda_runtime", lambda: _FakeCuda())
@@ -242,8 +242,8 @@ def test_explicit_engine_file_from_another_tensorrt_version_is_one_clear_error(e
 def test_auto_falls_back_when_tensorrt_fails(exported_fp32, tiny_checkpoint, tmp_path, monkeypatch):
     """A machine that looks like it has an NVIDIA GPU and TensorRT, where TensorRT cannot build, PyTorch
     has no CUDA and onnxruntime has no CUDA provider: auto ends on ONNX Runtime CPU and says why."""
-    import engines.tensorrt_engine as te
-    from engines import load_engine, select
+    import stream_fer.engines.tensorrt_engine as te
+    from stream_fer.engines import load_engine, select
 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
     monkeypatch.setattr(te, "cuda_runtime", lambda: _FakeCuda())
@@ -264,7 +264,7 @@ def test_auto_falls_back_when_tensorrt_fails(exported_fp32, tiny_checkpoint, tmp
 
 
 def test_cli_build_engine_without_tensorrt_is_one_line(cli, exported_fp32, tmp_path):
-    from engines.select import installed
+    from stream_fer.engines.select import installed
 
     if installed("tensorrt"):
         pytest.skip("TensorRT is installed here")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.base import EngineOutput, ModelInfo, as_model_input, empty_output
+from stream_fer.engines.base import EngineOutput, ModelInfo, as_model_input, empty_output
 from stream_fer.face.classes import CLASS_NAMES
 
 FAKE_INFO = ModelInfo(input_size=48, in_channels=1, class_names=CLASS_NAMES, map_size=12,

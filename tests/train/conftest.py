@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.paths import ferplus_source
+from stream_fer.train.paths import ferplus_source
 
 
 @pytest.fixture(scope="session")
@@ -13,7 +13,7 @@ def ferplus_splits():
     source = ferplus_source()
     if not source.exists():
         pytest.skip(f"FER+ data not found at {source} (set STREAM_FER_FERPLUS or STREAM_FER_SHARED)")
-    from train.data import load_ferplus
+    from stream_fer.train.data import load_ferplus
 
     return load_ferplus(source)
 
@@ -33,7 +33,7 @@ def small_splits(ferplus_splits):
 def small_cache(small_splits, landmarker_model):
     """A real landmark cache for the small slice (MediaPipe on the upscaled images)."""
     from stream_fer.landmarks import Landmarker
-    from train.landmarks import LandmarkCache, landmark_images
+    from stream_fer.train.landmarks import LandmarkCache, landmark_images
 
     keys = np.concatenate([s.keys for s in small_splits.values()])
     images = np.concatenate([s.images for s in small_splits.values()])

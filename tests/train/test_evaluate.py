@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from train.evaluate import compute_metrics, map_cosine
+from stream_fer.train.evaluate import compute_metrics, map_cosine
 
 
 def _onehot_probs(pred):
@@ -60,8 +60,8 @@ def test_map_cosine_shifts_explanations_to_non_negative():
 
 def test_eval_command_writes_the_metrics(tmp_path, small_splits, small_cache, ferplus_splits):
     """`python -m train eval` on a saved checkpoint writes the documented keys."""
-    from train.checkpoint import save_checkpoint
-    from train.model import ModelConfig, build_model
+    from stream_fer.train.checkpoint import save_checkpoint
+    from stream_fer.train.model import ModelConfig, build_model
 
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8)))
     out = tmp_path / "eval.json"

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from train.au_targets import split_maps
-from train.augment import AugmentConfig, augment_batch
-from train.checkpoint import load_model, read_checkpoint, save_checkpoint
-from train.fit import FitConfig, fit
-from train.loss import au_guided_loss
-from train.model import ModelConfig, build_model, count_macs, normalise
+from stream_fer.train.au_targets import split_maps
+from stream_fer.train.augment import AugmentConfig, augment_batch
+from stream_fer.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from stream_fer.train.fit import FitConfig, fit
+from stream_fer.train.loss import au_guided_loss
+from stream_fer.train.model import ModelConfig, build_model, count_macs, normalise
 
 NO_AUG = AugmentConfig(flip=0, max_rotation_deg=0, scale=(1, 1), max_shift=0, brightness=0, contrast=0, erase=0)
 
 
 def test_majority_labels_match_published_counts(ferplus_splits):
-    from train.data import class_counts
+    from stream_fer.train.data import class_counts
 
     assert class_counts(ferplus_splits["train"].labels).tolist() == [9460, 7420, 3381, 3454, 2420, 190, 655]
     assert int((ferplus_splits["test"].labels >= 0).sum()) == 3361
@@ -127,7 +127,7 @@ def test_wrong_checkpoint_is_one_clear_error(tmp_path):
 def test_warm_restart_starts_from_the_checkpoint_and_refuses_another_architecture(tmp_path, small_splits,
                                                                                   small_cache):
     from stream_fer.errors import StreamFerError
-    from train.fit import init_weights
+    from stream_fer.train.fit import init_weights
 
     model_cfg = ModelConfig(widths=(16, 32, 32), stem_channels=8)
     first = fit(tmp_path / "stage1", FitConfig(epochs=1, batch_size=32, seed=1), model_cfg=model_cfg, device="cpu",
@@ -168,7 +168,7 @@ def test_test_time_flip_averages_a_face_with_its_mirror_in_eval_mode_only():
 
 
 def test_package_writes_a_weights_only_checkpoint_with_the_inference_settings(tmp_path):
-    from train.package import package_checkpoint
+    from stream_fer.train.package import package_checkpoint
 
     model = build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8))
     src = save_checkpoint(tmp_path / "best.pt", model, epoch=7, metrics="{}", optimizer={"junk": torch.zeros(3)})
