@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from stream_fer.align import align_faces
+from stream_fer.discovery import DEFAULT_MIN_FACE
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
 from stream_fer.face.au_maps import map_from_masks, region_masks
@@ -133,7 +134,8 @@ class FrameAnalyzer:
     def __init__(self, engine=None, landmarker_path: str | Path | None = None, max_faces: int = 1,
                  smoothing: str = "ema", smoothing_strength: float = 0.6,
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
-                 track_max_distance: float = 0.6, min_detection_confidence: float = 0.5):
+                 track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
+                 min_face: float = DEFAULT_MIN_FACE):
         if engine is None:
             from stream_fer.engines.select import load_engine
 
@@ -154,8 +156,9 @@ class FrameAnalyzer:
         # Held while MediaPipe runs, so close() or reset() from another thread waits for a detection in
         # flight instead of freeing the graph under it.
         self._landmarker_lock = threading.Lock()
+        self.min_face = min_face  # px; faces down to this height are searched for (0: whole-frame pass only)
         self.landmarker = Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
-                                     min_detection_confidence=min_detection_confidence)
+                                     min_detection_confidence=min_detection_confidence, min_face=min_face)
         self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
         self.smoother = make_smoother(smoothing, smoothing_strength)
         log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(engine, "name", "?"),
@@ -236,7 +239,7 @@ class FrameAnalyzer:
             with self._landmarker_lock:
                 self.landmarker.close()
                 self.landmarker = Landmarker(path, mode=mode, max_faces=max_faces,
-                                             min_detection_confidence=conf)
+                                             min_detection_confidence=conf, min_face=self.min_face)
 
     def close(self) -> None:
         """Release MediaPipe (waits for a detection in flight); the analyzer cannot detect afterwards."""

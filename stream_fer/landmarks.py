@@ -207,12 +207,18 @@ class _ResultReader:
 
 class Landmarker:
     """MediaPipe FaceLandmarker in IMAGE mode (independent images) or VIDEO mode (a timed sequence,
-    which tracks faces between frames and is faster)."""
+    which tracks faces between frames and is faster).
+
+    `min_face` (px of face height; 0: off) adds the faces the whole-frame detector is too coarse for, down to
+    that size (stream_fer.discovery.SmallFaceSearch); it costs nothing on frames small enough for the
+    whole-frame pass to see such faces, or while that pass alone finds max_faces faces."""
 
     def __init__(self, model_path=None, mode: str = "image", max_faces: int = 1,
-                 min_detection_confidence: float = 0.5):
+                 min_detection_confidence: float = 0.5, min_face: float = 0):
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
+        if min_face < 0:
+            raise StreamFerError(f"min_face must be >= 0 px (0 turns the small-face search off), not {min_face}")
         path = resolve_landmarker(model_path)
         mp, BaseOptions, vision = _import_mediapipe()
         self._mp = mp
@@ -226,6 +232,7 @@ class Landmarker:
             output_face_blendshapes=True,
         )
         self._landmarker = None
+        self._search = None
         try:
             with _native_stderr.active():
                 self._landmarker = vision.FaceLandmarker.create_from_options(options)
@@ -236,6 +243,13 @@ class Landmarker:
         self._reader = _ResultReader(self._landmarker)
         if not self._reader.available():
             log.debug("MediaPipe's C result struct is not readable here; using its Python result objects")
+        self.max_faces = max_faces
+        self.min_face = float(min_face)
+        if self.min_face:
+            from stream_fer.discovery import SmallFaceSearch  # it builds on this module
+
+            self._search = SmallFaceSearch(path, self.min_face, video=mode == "video",
+                                           min_detection_confidence=min_detection_confidence)
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceLandmarks]:
         """Faces in an RGB uint8 image (H, W, 3). VIDEO mode needs increasing timestamps; equal or
@@ -255,7 +269,16 @@ class Landmarker:
         self._started = True
         h, w = rgb.shape[:2]
         scale = np.float32((w, h, w))
-        return [FaceLandmarks(points * scale, shapes) for points, shapes in raw]
+        faces = [FaceLandmarks(points * scale, shapes) for points, shapes in raw]
+        if self._search is not None:
+            faces = self._search.extend(rgb, faces, self.max_faces)
+        return faces
+
+    @property
+    def search_stats(self) -> dict[str, int]:
+        """What the small-face search did so far (frames it ran on, tiles scanned, faces followed, found,
+        lost); empty where it is off."""
+        return dict(self._search.stats) if self._search is not None else {}
 
     def _detect_public(self, image, ts: int | None) -> list[tuple[np.ndarray, dict[str, float]]]:
         """The same as _ResultReader.detect through MediaPipe's public API (one object per landmark)."""
@@ -268,6 +291,9 @@ class Landmarker:
         return faces
 
     def close(self) -> None:
+        if self._search is not None:
+            self._search.close()
+            self._search = None
         if self._landmarker is not None:
             self._landmarker.close()
             self._landmarker = None

@@ -146,3 +146,24 @@ def fetch_landmarker(
         except StreamFerError as exc:
             failures.append(str(exc))
     raise StreamFerError("could not fetch the face landmark model (" + "; ".join(failures) + ")")
+
+
+# The face detector of the small-face search (stream_fer.discovery): MediaPipe's BlazeFace short-range model,
+# the same file the landmarker bundle uses for its own whole-frame detection. It is read out of the verified
+# bundle (no second download, no second licence: Apache-2.0 like the bundle) and checked once more by itself.
+FACE_DETECTOR_MEMBER = "face_detector.tflite"
+FACE_DETECTOR_SHA256 = "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"
+
+
+def face_detector_model(bundle: str | os.PathLike | None = None) -> bytes:
+    """The verified face detector model's bytes, from the verified landmarker bundle (see resolve_landmarker)."""
+    path = resolve_landmarker(bundle)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(FACE_DETECTOR_MEMBER)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise StreamFerError(f"face landmark model {path} holds no {FACE_DETECTOR_MEMBER}: {exc}") from None
+    if sha256_of(data) != FACE_DETECTOR_SHA256:
+        raise StreamFerError(f"{FACE_DETECTOR_MEMBER} in {path} has the wrong sha256 "
+                             f"(expected {FACE_DETECTOR_SHA256[:12]}...)")
+    return data
