@@ -1,14 +1,15 @@
 """Pick and load an engine by name, or the fastest one this machine can run.
 
 auto: TensorRT, then PyTorch on CUDA (FP16), then ONNX Runtime on CUDA, then ONNX Runtime on the CPU.
-Each faster backend that is skipped is reported with the reason, in one line, and so is the choice:
+The choice is reported in one line; the reasons the faster backends were skipped are added to it only when
+they are a surprise (an NVIDIA GPU is present, or a backend failed to start):
 
-    engine: tensorrt skipped: TensorRT is not installed (...)
-    engine: torch-cuda skipped: no NVIDIA GPU found
-    engine: onnxruntime-cuda skipped: no NVIDIA GPU found
-    engine: using onnxruntime-cpu (engines/default/model.onnx, fp32)
+    engine: using onnxruntime-cpu (engines/default, fp32)
+    engine: using onnxruntime-cpu (engines/default, fp32); skipped although an NVIDIA GPU is present:
+        tensorrt (TensorRT is not installed), ...          (one line, wrapped here)
 
-The lines go to the `engines.select` logger (INFO) and, when given, to `report` (the CLI prints them).
+The full selection, one line per skipped backend with its reason, goes to the `engines.select` logger at INFO
+(`stream-fer -v` shows it); the one line goes to `report` when given (the CLI prints it), else to the logger.
 Nothing here imports torch unless a torch backend is asked for, or auto finds an NVIDIA GPU and a torch
 install and gets as far as the torch-cuda candidate.
 """
@@ -40,10 +41,24 @@ class Selection:
     chosen: str
     detail: str
     skipped: tuple[tuple[str, str], ...] = ()
+    gpu_present: bool = False  # an NVIDIA GPU was seen (auto only): every skip is then a surprise
+    failed: tuple[str, ...] = ()  # skipped candidates that raised while starting (a surprise anywhere)
 
     def lines(self) -> list[str]:
+        """The full selection: each skipped candidate with its reason, then the choice."""
         return [f"engine: {name} skipped: {why}" for name, why in self.skipped] + \
                [f"engine: using {self.chosen} ({self.detail})"]
+
+    def summary(self) -> str:
+        """One line: the choice, plus the reasons for the skips that a user would not expect."""
+        line = f"engine: using {self.chosen} ({self.detail})"
+        if self.gpu_present and self.skipped:
+            return line + "; skipped although an NVIDIA GPU is present: " + \
+                ", ".join(f"{name} ({why})" for name, why in self.skipped)
+        failures = [(name, why) for name, why in self.skipped if name in self.failed]
+        if failures:
+            return line + "; " + ", ".join(f"{name} failed to start ({why})" for name, why in failures)
+        return line
 
 
 class _Skip(Exception):
@@ -184,7 +199,7 @@ def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, thr
     if backend != "auto":
         engine = _FACTORIES[backend](model_dir, checkpoint, threads, cache_dir, True)
         return engine, Selection(engine.name, _describe(engine))
-    skipped = []
+    skipped, failed = [], []
     for name in AUTO_ORDER:
         last = name == AUTO_ORDER[-1]
         try:
@@ -196,22 +211,26 @@ def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, thr
             if last:
                 raise
             skipped.append((name, _first_line(exc)))
+            failed.append(name)
             log.debug("%s failed", name, exc_info=True)
             continue
-        return engine, Selection(engine.name, _describe(engine), tuple(skipped))
+        return engine, Selection(engine.name, _describe(engine), tuple(skipped), nvidia_gpu_present(),
+                                 tuple(failed))
     raise AssertionError("unreachable: the last candidate either returns or raises")
 
 
 def load_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, threads: int | None = None,
                 cache_dir: Path | None = None, report: Callable[[str], None] | None = None) -> Engine:
-    """The engine to run: model_dir defaults to the shipped default model (engines/default/). The choice
-    is logged, one line per skipped candidate and one for the choice, and passed to `report` if given;
-    it is also kept on the engine as `engine.selection`."""
+    """The engine to run: model_dir defaults to the shipped default model (engines/default/). The full
+    selection is logged (INFO, one line per skipped candidate); the one-line summary (Selection.summary) goes
+    to `report` if given, else to the log. The selection is kept on the engine as `engine.selection`."""
     engine, selection = select_engine(model_dir, backend, checkpoint, threads=threads, cache_dir=cache_dir)
-    for line in selection.lines():
+    for line in selection.lines()[:-1]:
         log.info(line)
-        if report is not None:
-            report(line)
+    if report is not None:
+        report(selection.summary())
+    else:
+        log.info(selection.summary())
     try:
         engine.selection = selection
     except AttributeError:  # an engine class with __slots__: the selection is still logged

@@ -122,16 +122,21 @@ def test_torch_backend_without_checkpoint_says_what_to_do(exported_fp32):
 # ------------------------------------------------------------------------------------------ selection
 
 
-def test_auto_selection_on_a_cpu_machine_reports_each_skip(exported_fp32, monkeypatch):
+def test_auto_selection_on_a_cpu_machine_reports_each_skip(exported_fp32, monkeypatch, caplog):
+    """One line for the choice (no GPU: the skips are no surprise); the full selection in the log."""
     from stream_fer.engines import select
 
     monkeypatch.setattr(select, "nvidia_gpu_present", lambda: False)
-    lines = []
-    engine = load_engine(exported_fp32, report=lines.append)
+    reported = []
+    with caplog.at_level("INFO", logger="stream_fer.engines.select"):
+        engine = load_engine(exported_fp32, report=reported.append)
     assert engine.name == "onnxruntime-cpu"
+    assert len(reported) == 1 and reported[0] == f"engine: using onnxruntime-cpu ({exported_fp32}, fp32)"
+    lines = engine.selection.lines()
     assert [line.split(" skipped")[0] for line in lines[:-1]] == [
         "engine: tensorrt", "engine: torch-cuda", "engine: onnxruntime-cuda"]
     assert lines[-1].startswith("engine: using onnxruntime-cpu")
+    assert [r.getMessage() for r in caplog.records] == lines[:-1]
     if not select.installed("tensorrt"):
         assert "TensorRT is not installed" in lines[0]
     assert "no NVIDIA GPU found" in lines[1] and "no NVIDIA GPU found" in lines[2]

@@ -252,9 +252,13 @@ def test_auto_falls_back_when_tensorrt_fails(exported_fp32, tiny_checkpoint, tmp
         import torch
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    lines = []
-    engine = load_engine(exported_fp32, checkpoint=tiny_checkpoint, cache_dir=tmp_path, report=lines.append)
+    reported = []
+    engine = load_engine(exported_fp32, checkpoint=tiny_checkpoint, cache_dir=tmp_path, report=reported.append)
     assert engine.name == "onnxruntime-cpu"
+    # a GPU is present, so the skips are a surprise: the one reported line gives their reasons
+    assert len(reported) == 1 and reported[0].startswith("engine: using onnxruntime-cpu")
+    assert "skipped although an NVIDIA GPU is present: tensorrt (RuntimeError: no CUDA-capable" in reported[0]
+    lines = engine.selection.lines()
     assert lines[0] == "engine: tensorrt skipped: RuntimeError: no CUDA-capable device is detected"
     if select.installed("torch"):
         assert lines[1].startswith("engine: torch-cuda skipped: PyTorch") and "no usable CUDA" in lines[1]
