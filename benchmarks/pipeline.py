@@ -15,6 +15,13 @@ client) and reports the capture-to-rendered latency (median, p95) of the full pi
 live source dropped.
 
     python benchmarks/pipeline.py VIDEO [--model DIR] [--max-frames N] [--rtsp 20] [--append-results]
+    python benchmarks/pipeline.py VIDEO --profile [--max-frames 200] [--csv-only]
+
+Per stage it reports the latency (median, p95) and the CPU time of the stage's own thread per frame
+(time.thread_time inside the stage function; native worker threads of MediaPipe or x264 are not in it, the
+process total is). --profile instead runs the same stages one after another in one thread under cProfile and
+prints the functions with the most own time and the stages' cumulative times (--csv-only: the data-only
+path, no render and no video).
 
 --append-results appends a "## Pipeline" section to benchmarks/RESULTS.md (never overwrites it).
 """
@@ -166,6 +173,54 @@ def rtsp_latency(path: Path, args, engine, out: Path):
         analyzer.close()
 
 
+def profile(args, engine, out_dir: Path) -> int:
+    """The stages one after another in this thread under cProfile (threads would each need a profiler):
+    the same work per frame as the pipeline, attributed to functions."""
+    import cProfile
+    import pstats
+
+    from stream_fer.records import ROW_FIELDS, to_row
+    from stream_fer.sinks import CsvSink
+
+    analyzer = _analyzer(args, engine)
+    try:
+        _warm(analyzer, args.video)
+        source = FileSource(args.video)
+        info = source.open()
+        sink = (CsvSink(out_dir / "rows.csv", ROW_FIELDS, to_row) if args.csv_only
+                else VideoSink(out_dir / "annotated.mp4", info, preset=args.preset, crf=args.crf))
+        prof = cProfile.Profile(time.thread_time)  # CPU of this thread, not wall time: robust under load
+        n = 0
+        c0, t0 = _cpu(), time.perf_counter()
+        prof.enable()
+        try:
+            for frame in source:
+                result = analyzer.track(analyzer.classify(analyzer.detect(frame)))
+                annotated = None if args.csv_only else analyzer.render(frame, result)
+                sink.write(frame, result, annotated)
+                n += 1
+                if args.max_frames and n >= args.max_frames:
+                    break
+        finally:
+            prof.disable()
+            sink.close()
+            source.close()
+        cpu, wall = _cpu() - c0, time.perf_counter() - t0
+    finally:
+        analyzer.close()
+    print(f"profiled {n} frames ({'data only' if args.csv_only else 'annotated video'}), one thread: "
+          f"{cpu / n * 1000:.1f} ms CPU/frame, {n / wall:.1f} fps (profiling overhead included)")
+    stats = pstats.Stats(prof)
+    per_frame = {}
+    for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
+        if file.endswith(("analyzer.py", "sinks.py")) and name in ("detect", "classify", "track", "render", "write"):
+            per_frame[f"{Path(file).stem}.{name}"] = per_frame.get(f"{Path(file).stem}.{name}", 0.0) + ct
+    print("stages (cumulative thread-CPU ms per frame): " + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in per_frame.items()))
+    print(f"top {args.top} functions by own thread-CPU time:")
+    stats.sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
 def machine() -> str:
     cpu = platform.processor() or "cpu"
     try:
@@ -200,6 +255,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="folder for the annotated files (default: a temporary one)")
     parser.add_argument("--append-results", action="store_true", help="append a section to benchmarks/RESULTS.md")
     parser.add_argument("--label", default="", help="a note for the results section (e.g. 'provisional')")
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile the stages run one after another in one thread; print the top functions")
+    parser.add_argument("--csv-only", action="store_true", help="with --profile: the data-only path (CSV rows)")
+    parser.add_argument("--top", type=int, default=25, help="with --profile: how many functions to list")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -210,6 +269,8 @@ def main(argv=None) -> int:
     engine = load_engine(args.model, backend=args.backend, threads=args.threads)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="stream-fer-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        return profile(args, engine, out_dir)
     where = machine()
     print(f"machine: {where}")
     print(f"engine: {engine.name}; video: {args.video}")
@@ -225,10 +286,13 @@ def main(argv=None) -> int:
     print(full.line())
     ratio = full.fps / floor
     ratio_seq = full.fps / seq.fps
+    read = stats.extra.get("read")
     print(f"ratio full / (decode + landmarks) = {ratio:.2f} against the faster floor, {ratio_seq:.2f} against the "
           f"one-thread floor (target >= 0.75)")
     for line in stats.summary_lines()[1:]:
         print("   ", line)
+    if read is not None:
+        print(f"     read (decode)  median {read.median_ms:6.1f} ms  cpu {read.cpu_ms:5.1f} ms")
 
     rtsp_lines: list[str] = []
     if args.rtsp > 0:
@@ -245,8 +309,8 @@ def main(argv=None) -> int:
 
     if args.append_results:
         command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-        stage_rows = "\n".join(f"| {s.name} | {s.median_ms:.1f} | {s.p95_ms:.1f} | {s.capacity_fps:.0f} |"
-                               for s in stats.stages)
+        stage_rows = "\n".join(f"| {s.name} | {s.median_ms:.1f} | {s.p95_ms:.1f} | {s.cpu_ms:.1f} | {s.capacity_fps:.0f} |"
+                               for s in ((read,) if read else ()) + stats.stages)
         label = f" ({args.label})" if args.label else ""
         section = f"""
 ## Pipeline{label}
@@ -263,8 +327,8 @@ against the one-thread floor (target >= 0.75). CPU ms/frame: process CPU time (a
 End-to-end latency of the file run (capture -> rendered; files queue by design): median
 {stats.latency_median_ms:.0f} ms, p95 {stats.latency_p95_ms:.0f} ms.
 
-| stage (file run) | median ms | p95 ms | fps alone |
-|---|---:|---:|---:|
+| stage (file run) | median ms | p95 ms | thread CPU ms/frame | fps alone |
+|---|---:|---:|---:|---:|
 {stage_rows}
 """
         if rtsp_lines:

@@ -65,6 +65,13 @@ class StageStats:
     median_ms: float
     p95_ms: float
     max_ms: float
+    cpu_s: float = 0.0  # CPU time of the stage's thread inside the function (time.thread_time): what it costs
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds per frame this stage's own thread spent (native work in other threads, such as
+        MediaPipe's or x264's workers, is not included)."""
+        return self.cpu_s / self.frames * 1000.0 if self.frames else 0.0
 
     @property
     def capacity_fps(self) -> float:
@@ -104,27 +111,29 @@ class PipelineStats:
         width = max((len(s.name) for s in self.stages), default=5)
         for s in self.stages:
             lines.append(f"  {s.name:<{width}}  median {s.median_ms:6.1f} ms  p95 {s.p95_ms:6.1f} ms  "
-                         f"({s.capacity_fps:6.1f} fps alone)")
+                         f"cpu {s.cpu_ms:5.1f} ms  ({s.capacity_fps:6.1f} fps alone)")
         return lines
 
 
 class _Stopwatch:
-    """Per-stage latencies, in milliseconds."""
+    """Per-stage latencies, in milliseconds, and the stage thread's CPU time."""
 
     def __init__(self) -> None:
         self.ms = array("d")
         self.busy = 0.0
+        self.cpu = 0.0
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, cpu_seconds: float = 0.0) -> None:
         self.ms.append(seconds * 1000.0)
         self.busy += seconds
+        self.cpu += cpu_seconds
 
     def stats(self, name: str) -> StageStats:
         if not self.ms:
             return StageStats(name, 0, 0.0, 0.0, 0.0, 0.0)
         a = np.frombuffer(self.ms, dtype=np.float64)
         return StageStats(name, len(a), self.busy, float(np.median(a)), float(np.percentile(a, 95)),
-                          float(a.max()))
+                          float(a.max()), self.cpu)
 
 
 class _Run:
@@ -176,6 +185,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
     run = _Run()
     watches = {s.name: _Stopwatch() for s in stages}
     write_watch = _Stopwatch()
+    read_watch = _Stopwatch()  # the source's decode (and, for live sources, waiting for a frame)
     e2e = array("d")
     counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
     times = {"first": None, "last": None}
@@ -183,8 +193,14 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
 
     def source_loop() -> None:
         out = queues[0]
+        frames = iter(source)
         try:
-            for frame in source:
+            while True:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
                 if run.abort.is_set():
                     return
                 if times["first"] is None:
@@ -209,9 +225,9 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
                 work = run.get(inq)
                 if work is _END:
                     break
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 work.value = stage.fn(work.frame, work.value)
-                watch.add(time.perf_counter() - t0)
+                watch.add(time.perf_counter() - t0, time.thread_time() - c0)
                 if not run.put(outq, work):
                     return
         except BaseException as exc:
@@ -233,10 +249,10 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
                 if not live and work.frame.index <= last_index:
                     raise RuntimeError(f"frame {work.frame.index} left the pipeline after frame {last_index}")
                 last_index = work.frame.index
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 for sink in sinks:
                     sink.write(work.frame, result, annotated)
-                write_watch.add(time.perf_counter() - t0)
+                write_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
                 counts["out"] += 1
                 n = count_faces(result) if count_faces else len(getattr(result, "faces", ()) or ())
                 counts["faces"] += n
@@ -324,7 +340,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         latency_median_ms=None if lat is None else float(np.median(lat)),
         latency_p95_ms=None if lat is None else float(np.percentile(lat, 95)),
         interrupted=interrupted, source=getattr(info, "description", "") if info else "",
-        extra={"latencies_ms": lat},
+        extra={"latencies_ms": lat, "read": read_watch.stats("read")},
     )
 
 

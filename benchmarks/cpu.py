@@ -1,0 +1,250 @@
+"""CPU per frame of whole stream-fer processes against the decode + landmarks floor, in one run.
+
+What counts under load (a batch of videos, a browser beside it, a small computer) is CPU time per frame,
+not wall-clock fps: CPU seconds (user + system) hardly change when other processes load the machine,
+where fps does. Every figure here is a whole process, start-up included, measured from the outside with
+getrusage(RUSAGE_CHILDREN) deltas, so every thread (MediaPipe's, ONNX Runtime's, x264's) counts.
+
+    floor        PyAV decode (FileSource) + MediaPipe landmarks and blendshapes (Landmarker, VIDEO mode), one
+                 loop, one thread of Python: the least any analysis of these frames can cost
+    video        stream-fer run VIDEO --out annotated.mp4 (every overlay, H.264, audio copied)
+    data only    stream-fer run VIDEO --csv rows.csv
+    4 faces      a 2x2 mosaic of the clip (four faces, each quadrant a different moment) against the same
+                 mosaic with only one quadrant filled (one face; same frame size, so only the number of faces
+                 differs): growth = (video - floor) on four faces / (video - floor) on one
+    first frame  wall time of `stream-fer run VIDEO --out x.mp4 --max-frames 1` from spawn to exit: an upper
+                 bound on the time to the first annotated frame (it includes closing the file)
+
+The floor and the product runs alternate (floor, video, data only, floor, ...) and each figure is the median
+of --repeats runs (default 3). The last line:
+
+    cpu: video Rv x floor, data-only Rd x floor, 4 faces G x, first frame S s
+
+    python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--append-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+REPO_ROOT = _HERE.parent
+DEFAULT_VIDEO = Path(os.environ.get("STREAM_FER_SHARED", "/work/shared")) / "videos" / "WolfgangLanger_Pexels.mp4"
+
+# The floor, run as its own process (start-up included, as for the product): decode + landmarks in one loop.
+FLOOR_CODE = r"""
+import json, sys, time
+t_start = time.perf_counter()
+from stream_fer.landmarks import Landmarker
+from stream_fer.sources import FileSource
+path, max_faces, max_frames = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+n = faces = 0
+with Landmarker(None, mode="video", max_faces=max_faces) as lm, FileSource(path) as source:
+    t0 = None
+    for frame in source:
+        faces += len(lm.detect(frame.rgb, int(round(frame.timestamp * 1000))))
+        n += 1
+        if t0 is None:
+            t0 = time.perf_counter()  # the loop's rate from the second frame on, as the pipeline's fps
+            first = t0 - t_start
+        if max_frames and n >= max_frames:
+            break
+    t1 = time.perf_counter()
+print(json.dumps({"frames": n, "faces": faces, "fps": (n - 1) / (t1 - t0) if n > 1 else 0.0, "first_s": first}))
+"""
+
+
+def _stream_fer() -> list[str]:
+    exe = Path(sys.executable).with_name("stream-fer")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "stream_fer.cli"]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Run:
+    """One whole process: CPU seconds (user + sys of it and its threads), wall seconds, frames, fps."""
+
+    def __init__(self, cpu: float, wall: float, frames: int, fps: float, out: str) -> None:
+        self.cpu, self.wall, self.frames, self.fps, self.out = cpu, wall, frames, fps, out
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu / self.frames * 1000.0 if self.frames else float("nan")
+
+
+def run_process(cmd: list[str], frames_of) -> Run:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    c0, t0 = _children_cpu(), time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
+    frames, fps = frames_of(proc.stdout)
+    return Run(cpu, wall, frames, fps, proc.stdout)
+
+
+def _floor_result(stdout: str) -> tuple[int, float]:
+    data = json.loads(stdout.strip().splitlines()[-1])
+    return int(data["frames"]), float(data["fps"])
+
+
+def _product_result(stdout: str) -> tuple[int, float]:
+    """The pipeline's summary line: 'N frames, F faces in M frames, S s, X fps'."""
+    for line in stdout.splitlines():
+        if " fps" in line and " frames" in line:
+            words = line.replace(",", " ").split()
+            return int(words[0]), float(words[words.index("fps") - 1])
+    raise SystemExit(f"no summary line in the output:\n{stdout}")
+
+
+def floor_cmd(video: Path, max_faces: int, max_frames: int | None) -> list[str]:
+    return [sys.executable, "-c", FLOOR_CODE, str(video), str(max_faces), str(max_frames or 0)]
+
+
+def product_cmd(video: Path, out_dir: Path, *, csv: bool, max_faces: int, max_frames: int | None) -> list[str]:
+    cmd = _stream_fer() + ["run", str(video), "--no-progress", "--max-faces", str(max_faces)]
+    cmd += ["--csv", str(out_dir / "rows.csv")] if csv else ["--out", str(out_dir / "annotated.mp4")]
+    if max_frames:
+        cmd += ["--max-frames", str(max_frames)]
+    return cmd
+
+
+def make_mosaics(video: Path, out_dir: Path, frames: int) -> tuple[Path, Path]:
+    """Two 2x2 mosaics of `video` at twice its size (H.264, no audio): four quadrants showing four moments
+    of the clip (four faces), and the same with only the top-left quadrant filled (one face)."""
+    import av
+    import numpy as np
+
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        total = stream.frames or 0
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        rate = stream.average_rate
+    total = len(decoded) or total
+    offsets = [0, total // 4, total // 2, 3 * total // 4]
+    h, w = decoded[0].shape[:2]
+    paths = out_dir / "four_faces.mp4", out_dir / "one_face.mp4"
+    outs = [av.open(str(p), mode="w") for p in paths]
+    streams = []
+    for out in outs:
+        s = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+        s.width, s.height, s.pix_fmt = 2 * w, 2 * h, "yuv420p"
+        streams.append(s)
+    try:
+        for i in range(min(frames, total)):
+            quads = [decoded[(i + off) % total] for off in offsets]
+            four = np.vstack([np.hstack(quads[:2]), np.hstack(quads[2:])])
+            one = np.zeros_like(four)
+            one[:h, :w] = quads[0]
+            for out, s, img in zip(outs, streams, (four, one)):
+                for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for out, s in zip(outs, streams):
+            for packet in s.encode(None):
+                out.mux(packet)
+    finally:
+        for out in outs:
+            out.close()
+    return paths
+
+
+def median_run(runs: list[Run]) -> Run:
+    ordered = sorted(runs, key=lambda r: r.cpu_ms)
+    return ordered[len(ordered) // 2]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("video", nargs="?", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-frames", type=int, default=None, help="frames of VIDEO per run (default: all)")
+    parser.add_argument("--mosaic-frames", type=int, default=96, help="frames of the 1- and 4-face mosaics")
+    parser.add_argument("--skip-faces", action="store_true", help="leave out the 1- vs 4-face runs")
+    parser.add_argument("--append-results", action="store_true", help="append a section to benchmarks/RESULTS.md")
+    parser.add_argument("--label", default="", help="a note for the results section (e.g. 'before')")
+    args = parser.parse_args(argv)
+    if not args.video.exists():
+        raise SystemExit(f"no video at {args.video}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="stream-fer-cpu-"))
+    load = os.getloadavg()[0]
+    print(f"video: {args.video}; {os.cpu_count()} cores; load average {load:.1f} at start")
+    kinds = {
+        "floor": (floor_cmd(args.video, 1, args.max_frames), _floor_result),
+        "video": (product_cmd(args.video, tmp, csv=False, max_faces=1, max_frames=args.max_frames), _product_result),
+        "data": (product_cmd(args.video, tmp, csv=True, max_faces=1, max_frames=args.max_frames), _product_result),
+        "first": (product_cmd(args.video, tmp, csv=False, max_faces=1, max_frames=1), _product_result),
+    }
+    if not args.skip_faces:
+        four, one = make_mosaics(args.video, tmp, args.mosaic_frames)
+        for name, clip in (("floor 1f", one), ("video 1f", one), ("floor 4f", four), ("video 4f", four)):
+            cmd = (floor_cmd(clip, 4, None) if name.startswith("floor")
+                   else product_cmd(clip, tmp, csv=False, max_faces=4, max_frames=None))
+            kinds[name] = (cmd, _floor_result if name.startswith("floor") else _product_result)
+    runs: dict[str, list[Run]] = {k: [] for k in kinds}
+    for rep in range(args.repeats):
+        for name, (cmd, parse) in kinds.items():  # alternating: floor, video, data, first, ... each round
+            r = run_process(cmd, parse)
+            runs[name].append(r)
+            print(f"  round {rep + 1} {name:<9} {r.frames:4d} frames  cpu {r.cpu_ms:6.1f} ms/frame  "
+                  f"wall {r.wall:6.2f} s  {r.fps:6.1f} fps", flush=True)
+    med = {k: median_run(v) for k, v in runs.items()}
+    floor = med["floor"].cpu_ms
+    rv, rd = med["video"].cpu_ms / floor, med["data"].cpu_ms / floor
+    fps_floor = statistics.median(r.fps for r in runs["floor"])
+    fps_video = statistics.median(r.fps for r in runs["video"])
+    first = statistics.median(r.wall for r in runs["first"])
+    first_cpu = statistics.median(r.cpu for r in runs["first"])
+    lines = [
+        f"floor (decode + landmarks, 1 thread): {floor:.1f} ms CPU/frame, {fps_floor:.1f} fps",
+        f"annotated video: {med['video'].cpu_ms:.1f} ms CPU/frame ({rv:.2f} x floor, target <= 1.35), "
+        f"{fps_video:.1f} fps ({fps_video / fps_floor:.2f} of the floor's, target >= 0.9)",
+        f"data only (--csv): {med['data'].cpu_ms:.1f} ms CPU/frame ({rd:.2f} x floor, target <= 1.15)",
+        f"first frame: {first:.2f} s wall from spawn to exit of a 1-frame run ({first_cpu:.2f} s CPU; "
+        f"target <= 1.0 s)",
+    ]
+    growth = float("nan")
+    if not args.skip_faces:
+        beyond1 = med["video 1f"].cpu_ms - med["floor 1f"].cpu_ms
+        beyond4 = med["video 4f"].cpu_ms - med["floor 4f"].cpu_ms
+        growth = beyond4 / beyond1 if beyond1 > 0 else float("nan")
+        lines.append(f"mosaic {args.mosaic_frames} frames: beyond the landmarks {beyond1:.1f} ms/frame with one face, "
+                     f"{beyond4:.1f} with four ({growth:.2f} x, target <= 2); floors {med['floor 1f'].cpu_ms:.1f} "
+                     f"and {med['floor 4f'].cpu_ms:.1f} ms/frame")
+    summary = f"cpu: video {rv:.2f} x floor, data-only {rd:.2f} x floor, 4 faces {growth:.2f} x, first frame {first:.2f} s"
+    for line in lines:
+        print(line)
+    print(summary)
+
+    if args.append_results:
+        command = "python benchmarks/cpu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+        label = f" ({args.label})" if args.label else ""
+        rows = "\n".join(f"| {k} | {med[k].frames} | {med[k].cpu_ms:.1f} | {statistics.median(r.wall for r in v):.2f} "
+                         f"| {statistics.median(r.fps for r in v):.1f} |" for k, v in runs.items())
+        section = (f"\n## CPU per frame{label}\n\n`{command}` ({time.strftime('%Y-%m-%d %H:%M')}); {os.cpu_count()} "
+                   f"cores, load average {load:.1f} at start (other sessions were using the machine: CPU seconds "
+                   f"per frame are the robust figure, wall times and fps are not); medians of {args.repeats} "
+                   f"alternating runs, whole processes, start-up included.\n\n"
+                   f"| run | frames | CPU ms/frame | wall s | fps |\n|---|---:|---:|---:|---:|\n{rows}\n\n"
+                   + "\n".join(f"- {line}" for line in lines) + f"\n\n`{summary}`\n")
+        with open(_HERE / "RESULTS.md", "a", encoding="utf-8") as f:
+            f.write(section)
+        print(f"appended to {_HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
