@@ -23,6 +23,7 @@ COMMANDS = {
     "build-engine": "stream_fer.engines.commands",
     "serve": "stream_fer.commands.serve",
     "train": "stream_fer.commands.train",
+    "batch": "stream_fer.commands.batch",
     "demo": "stream_fer.commands.demo",
 }
 

@@ -1,0 +1,249 @@
+"""The per-video job: one video through `stream_fer.analyze` (the same per-video function the library and
+`stream-fer run` use) into a private staging folder, the outputs renamed into place, the done-marker last.
+
+A job never raises for a bad video: it returns a JobResult with the one-line error and the traceback, and
+leaves a failed-marker. Only KeyboardInterrupt passes through (the batch is being cancelled; the video is
+left to the next run). Runs in a pool worker or a Ray worker; each worker process loads the engine once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from stream_fer.batch.layout import VideoOutputs
+from stream_fer.batch.markers import Fingerprint, remove_quietly, write_marker
+from stream_fer.errors import StreamFerError, first_line
+
+log = logging.getLogger(__name__)
+
+# Thread pools a worker sizes to one thread: the batch's parallelism is one video per core, so a library
+# that spreads one video over every core only adds contention.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "OPENCV_FOR_THREADS_NUM")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The analysis settings of a batch, the same for every video."""
+
+    max_faces: int = 1
+    smoothing: str = "ema"
+    smoothing_strength: float = 0.6
+    backend: str = "auto"
+    model: str | None = None
+    landmarker: str | None = None
+    max_frames: int | None = None
+    csv: bool = False
+    jsonl: bool = False
+    video: bool = False  # the annotated video
+    audio: bool = True  # copied into the annotated video
+
+    def fingerprint_items(self) -> dict:
+        """The settings a video's outputs depend on (what goes into its fingerprint)."""
+        items = asdict(self)
+        items["model"] = None  # the model's hash is in the fingerprint; its folder may move
+        items["landmarker"] = None  # likewise: the landmarker is verified by its sha256
+        if not self.video:
+            items.pop("audio")
+        return items
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    video: str  # the name (relative path) shown in the table
+    input: Path
+    outputs: VideoOutputs
+    settings: BatchSettings
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True)
+class JobResult:
+    video: str
+    status: str  # "done" or "failed"
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0  # wall time of the analysis (engine load excluded)
+    fps: float = 0.0
+    cpu_seconds: float = 0.0  # user + system CPU time of the worker process during the job
+    error: str = ""
+    traceback: str = ""
+    worker: str = ""  # host:pid
+    attempts: int = 1
+    leftovers: int = 0  # staging folders of earlier attempts that this one cleared (crashed or cancelled runs)
+
+    def table_fields(self) -> dict:
+        return {"frames": self.frames, "faces": self.faces, "seconds": round(self.seconds, 3),
+                "fps": round(self.fps, 2), "cpu_seconds": round(self.cpu_seconds, 3), "worker": self.worker}
+
+
+# ---------------------------------------------------------------------------------------- the worker
+
+_ENGINES: dict[tuple, object] = {}
+
+
+def limit_threads() -> None:
+    """One thread per library thread pool in this process (call before the libraries start their pools)."""
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - mediapipe always brings OpenCV
+        pass
+
+
+def worker_engine(settings: BatchSettings):
+    """This process's engine for `settings`, loaded on first use and kept (one per worker process)."""
+    key = (settings.model, settings.backend)
+    if key not in _ENGINES:
+        from stream_fer.engines.select import load_engine
+
+        _ENGINES[key] = load_engine(settings.model, backend=settings.backend, threads=1)
+    return _ENGINES[key]
+
+
+def warm_up(settings: BatchSettings) -> None:
+    """Import the analysis and load the engine ahead of the first video; a failure is left for the first job
+    to report."""
+    try:
+        import stream_fer.analyzer  # noqa: F401 - MediaPipe, OpenCV: import time is not a video's time
+        import stream_fer.pipeline  # noqa: F401
+
+        worker_engine(settings)
+    except Exception as exc:  # noqa: BLE001 - reported per video by run_job
+        log.debug("engine warm-up failed: %s", exc)
+
+
+def error_line(exc: BaseException) -> str:
+    """A user's error as it is; anything else with its type, so a bug is recognisable in the table."""
+    line = first_line(exc)
+    return line if isinstance(exc, StreamFerError) else f"{type(exc).__name__}: {line}"
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def run_job(job: VideoJob) -> JobResult:
+    """Analyse one video; see the module docstring. Safe to run again after any crash: stale staging
+    folders are removed and the old markers go before any new output lands."""
+    outputs = job.outputs
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    outputs.folder.mkdir(parents=True, exist_ok=True)
+    for path in (outputs.done, outputs.failed):
+        remove_quietly(path)
+    leftovers = 0
+    for stale in outputs.folder.glob(outputs.staging_glob):
+        shutil.rmtree(stale, ignore_errors=True)
+        leftovers += 1
+    staging = Path(tempfile.mkdtemp(prefix=f".{outputs.base.name}.partial-", dir=outputs.folder))
+    try:
+        engine = worker_engine(job.settings)
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        staged = {kind: staging / final.name for kind, final in outputs.data_files.items()}
+        frames, faces, summary = _analyze(job, staged, engine)
+        staged["summary"].write_text(json.dumps(summary, indent=1, default=_jsonable) + "\n")
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        result = JobResult(job.video, "done", frames, faces, seconds, frames / seconds if seconds > 0 else 0.0,
+                           cpu, worker=worker, leftovers=leftovers)
+        for kind, final in outputs.data_files.items():
+            os.replace(staged[kind], final)
+        write_marker(outputs.done, status="done", video=job.video, input_path=job.input,
+                     fingerprint=job.fingerprint, result=result.table_fields(), outputs=outputs)
+        return result
+    except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
+        result = JobResult(job.video, "failed", error=error_line(exc), traceback=traceback.format_exc(),
+                           worker=worker, leftovers=leftovers)
+        record_failure(job, result)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def record_failure(job: VideoJob, result: JobResult) -> None:
+    """The failed-marker of `job` (also written by the batch itself when a video's worker keeps dying)."""
+    try:
+        write_marker(job.outputs.failed, status="failed", video=job.video, input_path=job.input,
+                     fingerprint=job.fingerprint, result=replace(result, traceback="").table_fields(),
+                     error=result.error)
+    except OSError as exc:
+        log.warning("could not write %s: %s", job.outputs.failed, exc)
+
+
+def _analyze(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, dict]:
+    """(frames, faces, summary) of one video, its outputs written to the staged paths."""
+    import stream_fer
+
+    s = job.settings
+    analyze = getattr(stream_fer, "analyze", None)
+    if analyze is None:  # TEMPORARY: until the public API lands
+        return _analyze_without_api(job, staged, engine)
+    res = analyze(str(job.input), parquet=staged["parquet"], csv=staged.get("csv"), jsonl=staged.get("jsonl"),
+                  out=staged.get("video"), max_faces=s.max_faces, smoothing=s.smoothing,
+                  smoothing_strength=s.smoothing_strength, landmarker=s.landmarker, max_frames=s.max_frames,
+                  audio=s.audio, progress=False, engine=engine)
+    stats = res.stats
+    if getattr(stats, "interrupted", False):
+        raise KeyboardInterrupt
+    summary = res.summary()
+    return int(stats.frames_out), int(stats.faces), summary
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _analyze_without_api(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, dict]:
+    from stream_fer.analyzer import FrameAnalyzer
+    from stream_fer.pipeline import run_pipeline
+    from stream_fer.records import ROW_FIELDS, to_row
+    from stream_fer.sinks import CsvSink, JsonlSink, VideoSink
+    from stream_fer.sources import open_source
+
+    s = job.settings
+    source = open_source(str(job.input))
+    source.open()
+    rows: list[dict] = []
+
+    class _Rows:
+        path = staged["parquet"]
+
+        def write(self, frame, result, annotated):
+            rows.extend(to_row(result))
+
+        def close(self):
+            import pandas as pd
+
+            pd.DataFrame(rows, columns=list(ROW_FIELDS)).to_parquet(self.path)
+
+    sinks: list = [_Rows()]
+    if "csv" in staged:
+        sinks.append(CsvSink(staged["csv"], ROW_FIELDS, to_row))
+    if "jsonl" in staged:
+        sinks.append(JsonlSink(staged["jsonl"], to_row))
+    if "video" in staged:
+        sinks.append(VideoSink(staged["video"], source.info, copy_audio=s.audio))
+    analyzer = FrameAnalyzer(engine, landmarker_path=s.landmarker, max_faces=s.max_faces, smoothing=s.smoothing,
+                             smoothing_strength=s.smoothing_strength)
+    try:
+        stats = run_pipeline(source, analyzer, sinks, progress=False, max_frames=s.max_frames)
+    finally:
+        analyzer.close()
+    if stats.interrupted:
+        raise KeyboardInterrupt
+    return stats.frames_out, stats.faces, {"frames": stats.frames_out, "faces": stats.faces}
