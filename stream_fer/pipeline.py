@@ -400,13 +400,25 @@ def analyzer_stages(analyzer) -> list[Stage]:
     ]
 
 
+def wants_annotated(sinks: Sequence) -> bool:
+    """Whether any sink uses the annotated picture; a sink says it does not with `wants_annotated = False`
+    (the row sinks); one that says nothing gets it."""
+    return any(getattr(sink, "wants_annotated", True) for sink in sinks)
+
+
 def run_pipeline(source: Source, analyzer, sinks: Sequence, progress: bool = True,
                  max_frames: int | None = None, queue_size: int | None = None,
-                 on_frame: Callable[[Frame, FrameResult], None] | None = None) -> PipelineStats:
+                 on_frame: Callable[[Frame, FrameResult], None] | None = None,
+                 render: bool | None = None) -> PipelineStats:
     """Analyse every frame of `source` with `analyzer` (a FrameAnalyzer) and write the annotated frames and
     the results to `sinks`. The source is opened if it is not yet; the source and sinks are closed at the
-    end (the analyzer is not: it may serve another run)."""
+    end (the analyzer is not: it may serve another run). render=None renders only when a sink wants the
+    picture (see wants_annotated); without rendering the sinks get annotated=None and every result is
+    computed all the same."""
     if getattr(source, "info", None) is None:
         source.open()
-    return run_stages(source, analyzer_stages(analyzer), sinks, max_frames=max_frames, queue_size=queue_size,
+    stages = analyzer_stages(analyzer)
+    if not (wants_annotated(sinks) if render is None else render):
+        stages = stages[:3]  # no picture output: the render stage would draw for nobody
+    return run_stages(source, stages, sinks, max_frames=max_frames, queue_size=queue_size,
                       progress=progress, on_frame=on_frame)

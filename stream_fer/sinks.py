@@ -110,6 +110,8 @@ def _default_rows(result: FrameResult) -> list[dict]:
 class _RowSink:
     """Shared by the CSV and JSONL sinks: opens at once, flushes at least every `flush_every` seconds."""
 
+    wants_annotated = False  # rows only: with no picture sink beside it, the pipeline skips rendering
+
     def __init__(self, path: str | Path, rows_of: RowsOf | None = None, flush_every: float = 1.0) -> None:
         self.path = check_writable(path)
         self._rows_of = rows_of or _default_rows

@@ -261,3 +261,26 @@ def test_source_state_after_a_run(clips, landmarker_model):
     with _analyzer(landmarker_model) as analyzer:
         run_pipeline(source, analyzer, [ListSink()], progress=False, max_frames=5)
     assert source.state is SourceState.STOPPED
+
+
+def test_rows_only_skip_the_render_stage_and_keep_every_value(clips, tmp_path, landmarker_model):
+    """With only row sinks nothing is drawn (no render stage, no picture handed to the sinks), and the rows
+    are the ones a run with a picture output writes."""
+    path = clips["single_face.mp4"]
+
+    def rows(sinks):
+        source = FileSource(path)
+        info = source.open()
+        collected = ListSink()
+        collected.wants_annotated = False  # as the row sinks say
+        with _analyzer(landmarker_model) as analyzer:
+            stats = run_pipeline(source, analyzer, [collected, *sinks(info)], progress=False, max_frames=12)
+        return stats, collected
+
+    data_only, rows_only = rows(lambda info: [CsvSink(tmp_path / "a.csv", ROW_FIELDS, to_row)])
+    assert "render" not in [s.name for s in data_only.stages]
+    assert all(annotated is None for _, _, annotated in rows_only.items)
+    with_video, full = rows(lambda info: [VideoSink(tmp_path / "a.mp4", info, preset="ultrafast")])
+    assert "render" in [s.name for s in with_video.stages]
+    assert all(annotated is not None for _, _, annotated in full.items)
+    assert [to_row(r) for _, r, _ in rows_only.items] == [to_row(r) for _, r, _ in full.items]
