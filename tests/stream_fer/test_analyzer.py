@@ -4,11 +4,19 @@ probabilities, stable ids for two faces, empty frames, stage latencies, and per-
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stream_fer.analyzer import Classified, Detected, FrameAnalyzer, attention_au_cosine, attention_shares
+from stream_fer.analyzer import (
+    Classified,
+    Detected,
+    FrameAnalyzer,
+    attention_au_cosine,
+    attention_shares,
+    crop_au_masks,
+)
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import alignment_matrix, apply_affine
 from stream_fer.face.au_maps import expression_map
@@ -51,6 +59,52 @@ def test_attention_cosine_and_shares_on_a_real_face(smile):
     # Uniform attention: each share is the region's share of the crop's area.
     flat = attention_shares(np.ones((12, 12), np.float32), crop_pts, 48)
     assert 0.0 < flat[25] < flat[26] < 0.2  # lips part is a small region, jaw drop a larger one
+
+
+REFERENCE = Path(__file__).parent / "data" / "au_reference.npz"
+
+
+def test_masks_shares_and_cosines_keep_their_pinned_values():
+    """The AU region masks, attention shares and attention-AU cosines of eight real faces (six frames of
+    WolfgangLanger_Pexels.mp4 and the two README stills; the landmarks in crop pixels and the model's
+    attention stored as inputs) as the code computed them before the CPU work of issue 15 (commit 0a67cef).
+    Tolerance: at most 2 mask pixels of 18 x 48 x 48 differ per face (a pixel centre on an ellipse's
+    edge may flip with the order of floating-point operations), shares and cosines within 1e-4."""
+    ref = np.load(REFERENCE)
+    numbers = [int(n) for n in ref["au_numbers"]]
+    classes = [str(c) for c in ref["class_names"]]
+    assert numbers == [au.number for au in ACTION_UNITS.values()] and classes == list(CLASS_NAMES)
+    for i, (pts, att) in enumerate(zip(ref["crop_points"], ref["attention"])):
+        masks = crop_au_masks(pts, 48)
+        want = np.unpackbits(ref["masks"][i])[: 18 * 48 * 48].reshape(18, 48, 48).astype(bool)
+        got = np.stack([masks[n] for n in numbers])
+        assert (got != want).sum() <= 2, f"face {i}: {(got != want).sum()} mask pixels differ"
+        shares = attention_shares(att, pts, 48, masks)
+        np.testing.assert_allclose([shares[n] for n in numbers], ref["shares"][i], atol=1e-4, err_msg=f"face {i}")
+        for k, name in enumerate(classes):
+            cos = attention_au_cosine(att, pts, 48, name, masks)
+            if np.isnan(ref["cosines"][i, k]):
+                assert cos is None, (i, name)
+            else:
+                assert cos == pytest.approx(ref["cosines"][i, k], abs=1e-4), (i, name)
+
+
+def test_classify_and_track_give_the_documented_values(analyzer, smile, laugh, make_frame):
+    """What the analyzer returns per face is what the documented functions compute from its crop: the
+    shares from attention_shares, the cosine of the smoothed label from attention_au_cosine."""
+    for i, still in enumerate((smile, laugh)):
+        analyzer.reset()
+        classified = analyzer.classify(analyzer.detect(make_frame(still.rgb, i)))
+        result = analyzer.track(classified)
+        for c, face in zip(classified.faces, result.faces):
+            shares = attention_shares(c.attention, c.crop_points, analyzer.crop_size)
+            assert set(face.au_attention_share) == set(shares)
+            for n, v in shares.items():
+                assert face.au_attention_share[n] == pytest.approx(v, abs=1e-6)
+            cos = attention_au_cosine(c.attention, c.crop_points, analyzer.crop_size, face.label)
+            assert (face.att_au_cosine is None) == (cos is None)
+            if cos is not None:
+                assert face.att_au_cosine == pytest.approx(cos, abs=1e-6)
 
 
 def test_one_face_end_to_end(analyzer, smile, make_frame):

@@ -3,13 +3,15 @@ face, never touches its input, and the explanation panel has its four parts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from stream_fer.face.alignment import alignment_matrix
 from stream_fer.face.classes import CLASS_NAMES
-from stream_fer.frames import FaceResult, FrameResult
+from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.render import OverlayOptions, explanation_panel, face_box, render_frame
 
 NONE = OverlayOptions(box=False, label=False, bars=False, attention=False, au_regions=False)
@@ -118,3 +120,31 @@ def test_panel_option_adds_the_explanation_in_a_corner(two_faces, laugh, smile):
     corner_x = xs.min() == 0 or xs.max() == two_faces.shape[1] - 1
     corner_y = ys.min() == 0 or ys.max() == two_faces.shape[0] - 1
     assert corner_x and corner_y
+
+
+def test_the_readme_frame_renders_as_committed(onnx_engine, landmarker_model):
+    """docs/annotated_frame.png (the README's picture, docs/make_annotated_frame.py) rendered again with the
+    shipped model matches the committed file. Tolerance: the mean absolute difference is under 0.25 levels,
+    99.5% of the pixels are within 2 levels, and no pixel differs by more than 64 (a glyph or an outline
+    may move by a pixel; a lost or misplaced overlay changes far more)."""
+    from stream_fer.analyzer import FrameAnalyzer
+    from stream_fer.images import read_rgb
+    from stream_fer.train.paths import shared_dir
+
+    repo = Path(__file__).resolve().parents[2]
+    stills = shared_dir() / "videos" / "stills"
+    names = ("WolfgangLanger_Pexels_f0300.png", "single_face_f0036.png")  # as docs/make_annotated_frame.py
+    if not all((stills / n).is_file() for n in names):
+        pytest.skip(f"the README stills are shared development data, not found in {stills}")
+    if Path(getattr(onnx_engine, "model_dir", "")).resolve() != (repo / "engines" / "default").resolve():
+        pytest.skip("the README frame is rendered with the shipped model")
+    rgb = np.concatenate([read_rgb(stills / n) for n in names], axis=1)
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, max_faces=2, mode="image",
+                       smoothing="none") as analyzer:
+        annotated, result = analyzer.analyze(Frame(0, 0.0, 0.0, rgb))
+    assert len(result.faces) == 2
+    committed = read_rgb(repo / "docs" / "annotated_frame.png")
+    assert committed.shape == annotated.shape
+    diff = np.abs(annotated.astype(int) - committed.astype(int)).max(axis=2)
+    assert diff.mean() < 0.25 and (diff <= 2).mean() >= 0.995 and diff.max() <= 64, \
+        (diff.mean(), (diff <= 2).mean(), diff.max())
