@@ -23,6 +23,8 @@ COMMANDS = {
     "build-engine": "stream_fer.engines.commands",
     "serve": "stream_fer.commands.serve",
     "train": "stream_fer.commands.train",
+    "summary": "stream_fer.commands.summary",
+    "report": "stream_fer.commands.report",
     "batch": "stream_fer.commands.batch",
     "demo": "stream_fer.commands.demo",
 }

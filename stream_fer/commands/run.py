@@ -1,12 +1,14 @@
 """`stream-fer run INPUT --out OUT.mp4`: annotate a video file, RTSP stream, webcam or still image.
 
 INPUT is a video file (anything FFmpeg decodes), an rtsp:// URL, a webcam index (0, 1, ...) or an image.
-Outputs: an annotated video (same frame count and timing as a file input, audio copied) or image, and
-per-frame rows as CSV and/or JSON Lines. At least one output is required. A live input runs until Ctrl-C
-(or --max-frames); Ctrl-C always leaves playable, complete-up-to-there outputs.
+Outputs: an annotated video (same frame count and timing as a file input, audio copied) or image,
+per-frame rows as CSV, JSON Lines and/or Parquet, and an HTML report. At least one output is required.
+A live input runs until Ctrl-C (or --max-frames); Ctrl-C always leaves playable, complete-up-to-there
+outputs.
 
-Order of work, so bad input fails fast and cheaply: output paths are checked, then the input is opened,
-then the outputs are opened, and only then are the models loaded.
+The work is stream_fer.analyze's (the same function the Python API and batch use). Its order, so bad
+input fails fast and cheaply: output paths are checked, then the input is opened, then the outputs are
+opened, and only then are the models loaded.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def register(subparsers) -> None:
     out.add_argument("--out", "-o", metavar="OUT", help="annotated video (.mp4, .mov, .mkv) or image (.png, .jpg)")
     out.add_argument("--csv", metavar="FILE", help="per-face, per-frame rows as CSV")
     out.add_argument("--jsonl", metavar="FILE", help="per-face, per-frame rows as JSON Lines")
+    out.add_argument("--parquet", metavar="FILE", help="per-face, per-frame rows as Parquet (typed columns, with "
+                     "the model hash and settings in the file metadata)")
+    out.add_argument("--report", metavar="FILE", help="a self-contained HTML report: per track a timeline, "
+                     "expression shares and key frames with their explanations (needs matplotlib)")
     model = parser.add_argument_group("model")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend (default: auto)")
     model.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
@@ -64,95 +70,42 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The command is stream_fer.analyze with the flags as its options (one code path for the CLI, the API
+    and batch); only the flag-named usage checks live here."""
     from pathlib import Path
 
+    import stream_fer
+    from stream_fer.api import AnalysisInterrupted
     from stream_fer.errors import StreamFerError
-    from stream_fer.sinks import IMAGE_SUFFIXES, check_writable
-    from stream_fer.sources import open_source
 
-    if not (args.out or args.csv or args.jsonl):
-        raise StreamFerError("nothing to write: give --out, --csv and/or --jsonl")
+    outputs = {"--out": args.out, "--csv": args.csv, "--jsonl": args.jsonl, "--parquet": args.parquet,
+               "--report": args.report}
+    given = {flag: p for flag, p in outputs.items() if p}
+    if not given:
+        raise StreamFerError("nothing to write: give --out, --csv, --jsonl, --parquet and/or --report")
     if args.max_faces < 1:
         raise StreamFerError("--max-faces must be at least 1")
     if args.threads < 1:
         raise StreamFerError("--threads must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamFerError("--max-frames must be at least 1")
-    outputs = [p for p in (args.out, args.csv, args.jsonl) if p]
-    if len({str(Path(p).resolve()) for p in outputs}) != len(outputs):
-        raise StreamFerError("--out, --csv and --jsonl must be different files")
-    input_path = Path(args.input)
-    for p in outputs:
-        if input_path.exists() and Path(p).resolve() == input_path.resolve():
-            raise StreamFerError(f"refusing to overwrite the input {args.input}")
-        check_writable(p)
+    if len({str(Path(p).resolve()) for p in given.values()}) != len(given):
+        raise StreamFerError(f"{', '.join(given)} must be different files")
 
-    source_options = {"reconnect_attempts": args.reconnect} if args.input.lower().startswith("rtsp") else {}
-    source = open_source(args.input, **source_options)
-    source.open()
-    sinks: list = []
+    def announce(line: str) -> None:
+        print(f"stream-fer: {line}", file=sys.stderr, flush=True)
+
+    overlays = {name: not getattr(args, f"no_{name}") for name in OVERLAYS}
     try:
-        sinks = _open_sinks(args, source.info, IMAGE_SUFFIXES)
-        analyzer = _make_analyzer(args, image=source.info.codec == "image")
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        source.close()
-        raise
-    print(f"stream-fer: {source.info.description} -> {', '.join(str(p) for p in outputs)}", file=sys.stderr,
-          flush=True)
-
-    from stream_fer.pipeline import run_pipeline
-
-    try:
-        stats = run_pipeline(source, analyzer, sinks, progress=not args.no_progress, max_frames=args.max_frames)
-    finally:
-        analyzer.close()
-    print("\n".join(stats.summary_lines()))
-    if stats.interrupted:
-        raise KeyboardInterrupt
+        res = stream_fer.analyze(
+            args.input, out=args.out, csv=args.csv, jsonl=args.jsonl, parquet=args.parquet, report=args.report,
+            max_faces=args.max_faces, smoothing=args.smoothing, smoothing_strength=args.smoothing_strength,
+            backend=args.backend, model=args.model, threads=args.threads, landmarker=args.landmarker,
+            overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
+            progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
+            announce=announce)
+    except AnalysisInterrupted as stop:
+        print("\n".join(stop.results.stats.summary_lines()))
+        raise KeyboardInterrupt from None
+    print("\n".join(res.stats.summary_lines()))
     return 0
-
-
-def _open_sinks(args, info, image_suffixes) -> list:
-    from pathlib import Path
-
-    from stream_fer.errors import StreamFerError
-    from stream_fer.records import ROW_FIELDS, to_row
-    from stream_fer.sinks import CsvSink, ImageSink, JsonlSink, VideoSink
-
-    sinks: list = []
-    try:
-        if args.out:
-            if Path(args.out).suffix.lower() in image_suffixes:
-                if info.codec != "image":
-                    raise StreamFerError(f"--out {args.out} is an image name but the input is a video; use .mp4")
-                sinks.append(ImageSink(args.out))
-            else:
-                sinks.append(VideoSink(args.out, info, copy_audio=not args.no_audio, crf=args.crf,
-                                       preset=args.preset))
-        if args.csv:
-            sinks.append(CsvSink(args.csv, ROW_FIELDS, to_row))
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl, to_row))
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
-    return sinks
-
-
-def _make_analyzer(args, image: bool):
-    from stream_fer.analyzer import FrameAnalyzer
-    from stream_fer.render import OverlayOptions
-    from stream_fer.smoothing import make_smoother
-
-    make_smoother(args.smoothing, args.smoothing_strength)  # a bad name or strength fails before the model loads
-    overlays = OverlayOptions(**{name: not getattr(args, f"no_{name}") for name in OVERLAYS}, panel=args.panel)
-    from stream_fer.engines.select import load_engine
-
-    engine = load_engine(args.model, backend=args.backend, threads=args.threads,
-                         report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
-    return FrameAnalyzer(engine, landmarker_path=args.landmarker, max_faces=args.max_faces,
-                         smoothing=args.smoothing, smoothing_strength=args.smoothing_strength, overlays=overlays,
-                         mode="image" if image else "video")

@@ -1,0 +1,690 @@
+"""The public Python API: `analyze` for a whole source, `Analyzer` for your own frame loop, `Results`.
+
+    import stream_fer
+
+    res = stream_fer.analyze("clip.mp4", parquet="clip.parquet", report="clip.html")
+    df = res.to_pandas()                 # one row per face per frame, typed (stream_fer.results)
+    res.summary()                        # per track: time tracked, expression shares, trust
+    for fr in stream_fer.analyze(0, max_frames=300):   # lazily, frame by frame (a webcam here)
+        ...
+
+    with stream_fer.Analyzer(max_faces=2) as a:          # your own loop (RGB uint8 frames)
+        result, annotated = a.process(rgb, annotate=True)
+
+`analyze` is the one per-video function: `stream-fer run`, batch workers and the tests all go through it,
+and it writes every output itself. With any output (out, csv, jsonl, parquet, report) it analyses the
+whole source before it returns; without, it returns at once and analyses as you iterate (or when you ask
+for a table). Both run the same threaded pipeline (stream_fer.pipeline) over the same FrameAnalyzer.
+
+Bad input raises one StreamFerError whose message is the line the CLI prints after "stream-fer: error: ".
+Heavy runtimes (ONNX Runtime, MediaPipe, pandas) load when an analysis starts, not on import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream_fer.errors import StreamFerError
+from stream_fer.frames import Frame, FrameResult
+from stream_fer.sources import Source, VideoInfo
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stream_fer.pipeline import PipelineStats
+    from stream_fer.render import OverlayOptions
+
+log = logging.getLogger(__name__)
+
+OVERLAY_NAMES = ("box", "label", "bars", "attention", "au_regions", "panel")
+_END = object()
+_POLL = 0.1  # seconds between checks while waiting on the hand-off queue
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+def overlay_options(overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None) -> OverlayOptions:
+    """Which overlays to draw: None (the default set), an OverlayOptions, a mapping such as
+    {"attention": False}, or the names to draw, e.g. {"box", "label"} (names: OVERLAY_NAMES)."""
+    from stream_fer.render import OverlayOptions
+
+    if overlays is None:
+        return OverlayOptions()
+    if isinstance(overlays, OverlayOptions):
+        return overlays
+    if isinstance(overlays, str):
+        overlays = [overlays]
+    fields = {f.name for f in dataclasses.fields(OverlayOptions)}
+    if isinstance(overlays, Mapping):
+        unknown = sorted(set(overlays) - fields)
+        if unknown:
+            raise StreamFerError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAY_NAMES)}")
+        return OverlayOptions(**dict(overlays))
+    names = set(overlays)
+    unknown = sorted(names - set(OVERLAY_NAMES))
+    if unknown:
+        raise StreamFerError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAY_NAMES)}")
+    return OverlayOptions(**{n: n in names for n in OVERLAY_NAMES})
+
+
+def _check_analysis_options(max_faces: int, threads: int, smoothing: str, smoothing_strength: float,
+                            max_frames: int | None = None) -> None:
+    from stream_fer.smoothing import make_smoother
+
+    if not isinstance(max_faces, int) or max_faces < 1:
+        raise StreamFerError(f"max_faces must be a whole number of at least 1, not {max_faces!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise StreamFerError(f"threads must be a whole number of at least 1, not {threads!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise StreamFerError(f"max_frames must be a whole number of at least 1, not {max_frames!r}")
+    make_smoother(smoothing, smoothing_strength)  # a bad name or strength fails before the model loads
+
+
+def _load_engine(engine, model, backend: str, threads: int, announce: Callable[[str], None] | None):
+    if engine is not None:
+        return engine
+    from stream_fer.engines.select import load_engine
+
+    return load_engine(model, backend=backend, threads=threads, report=announce)
+
+
+def _as_rgb(rgb: Any) -> np.ndarray:
+    """A frame as a contiguous (H, W, 3) uint8 array, or one StreamFerError saying what is wrong."""
+    if not isinstance(rgb, np.ndarray):
+        raise StreamFerError(f"a frame must be a numpy array (H, W, 3) of uint8 RGB, not {type(rgb).__name__}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise StreamFerError(f"a frame must be an (H, W, 3) uint8 RGB array, not {rgb.dtype} of shape "
+                             f"{tuple(rgb.shape)}")
+    return np.ascontiguousarray(rgb)
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+class _ArraySource(Source):
+    """RGB numpy frames from any iterable (a list, a generator, an (N, H, W, 3) array), stamped at `fps`.
+    Never drops a frame: iteration is as slow as the pipeline. One (H, W, 3) array is a still image."""
+
+    live = False
+
+    def __init__(self, frames: Iterable[np.ndarray], fps: float = 30.0, image: bool = False) -> None:
+        super().__init__()
+        self._frames = frames
+        self._fps = float(fps)
+        self._image = image
+        self._iter: Iterator | None = None
+        self._first: np.ndarray | None = None
+
+    def open(self) -> VideoInfo:
+        self._iter = iter(self._frames)
+        first = next(self._iter, None)
+        if first is None:
+            raise StreamFerError("no frames to analyze: the iterable of frames is empty")
+        self._first = _as_rgb(first)
+        h, w = self._first.shape[:2]
+        try:
+            count = len(self._frames)  # type: ignore[arg-type]
+        except TypeError:
+            count = None
+        what = "image" if self._image else f"{count} frames" if count is not None else "frames"
+        self.info = VideoInfo(width=w, height=h, fps=None if self._image else self._fps, time_base=None,
+                              frame_count=count, codec="image" if self._image else "rgb", live=False,
+                              description=f"numpy RGB {what} {w}x{h}")
+        return self.info
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.info is None:
+            self.open()
+        index = 0
+        if self._first is not None and not self._stop.is_set():
+            first, self._first = self._first, None
+            yield Frame(index=0, timestamp=0.0, capture_time=time.monotonic(), rgb=first)
+            index = 1
+        for rgb in self._iter:
+            if self._stop.is_set():
+                break
+            yield Frame(index=index, timestamp=index / self._fps, capture_time=time.monotonic(), rgb=_as_rgb(rgb))
+            index += 1
+
+
+def _open_source(source: Any, fps: float | None, reconnect: int) -> Source:
+    """The opened Source for what analyze() was given."""
+    from stream_fer.sources import open_source
+
+    if isinstance(source, Source):
+        src = source
+    elif isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        options = {"reconnect_attempts": reconnect} if text.lower().startswith("rtsp") else {}
+        src = open_source(text, **options)
+    elif isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        src = open_source(str(int(source)))
+    elif isinstance(source, np.ndarray):
+        if source.ndim == 3:
+            src = _ArraySource([source], image=True)
+        elif source.ndim == 4:
+            src = _ArraySource(source, fps=fps or 30.0)
+        else:
+            raise StreamFerError(f"an array to analyze must be one (H, W, 3) image or (N, H, W, 3) frames, not "
+                                 f"shape {tuple(source.shape)}")
+    elif isinstance(source, Iterable) and not isinstance(source, (bytes, Mapping)):
+        src = _ArraySource(source, fps=fps or 30.0)
+    else:
+        raise StreamFerError(f"cannot analyze a {type(source).__name__}: give a video file, an rtsp:// URL, a "
+                             f"webcam index, an image file or RGB frames")
+    if src.info is None:
+        src.open()
+    return src
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def _check_outputs(source: Any, outputs: dict[str, Any]) -> dict[str, Path]:
+    """The requested outputs as paths, after proving each can be written and none is the input or another
+    output."""
+    from stream_fer.sinks import check_writable
+
+    paths = {name: Path(p) for name, p in outputs.items() if p is not None and p != ""}
+    resolved = [str(p.resolve()) for p in paths.values()]
+    if len(set(resolved)) != len(resolved):
+        raise StreamFerError("the outputs must be different files: " + ", ".join(f"{k}={v}" for k, v in paths.items()))
+    input_path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    for name, p in paths.items():
+        if input_path is not None and input_path.exists() and p.resolve() == input_path.resolve():
+            raise StreamFerError(f"refusing to overwrite the input {input_path}")
+        if name == "csv" and p.suffix.lower() not in ("", ".csv", ".txt"):
+            log.warning("csv output %s does not end in .csv", p)
+        check_writable(p)
+    return paths
+
+
+def _open_sinks(paths: dict[str, Path], info: VideoInfo, rows_of, audio: bool, crf: int, preset: str) -> list:
+    from stream_fer.records import ROW_FIELDS
+    from stream_fer.results import ParquetSink
+    from stream_fer.sinks import IMAGE_SUFFIXES, CsvSink, ImageSink, JsonlSink, VideoSink
+
+    sinks: list = []
+    try:
+        if "out" in paths:
+            out = paths["out"]
+            if out.suffix.lower() in IMAGE_SUFFIXES:
+                if info.codec != "image":
+                    raise StreamFerError(f"{out} is an image name but the input is a video; use .mp4")
+                sinks.append(ImageSink(out))
+            else:
+                sinks.append(VideoSink(out, info, copy_audio=audio, crf=crf, preset=preset))
+        if "csv" in paths:
+            sinks.append(CsvSink(paths["csv"], ROW_FIELDS, rows_of))
+        if "jsonl" in paths:
+            sinks.append(JsonlSink(paths["jsonl"], rows_of))
+        if "parquet" in paths:
+            sinks.append(ParquetSink(paths["parquet"], rows_of))
+    except BaseException:
+        _discard(sinks)
+        raise
+    return sinks
+
+
+def _discard(sinks: list) -> None:
+    """Close sinks that never received a frame and remove what they created (a run that never started
+    leaves no output behind)."""
+    from stream_fer.results import ParquetSink
+
+    for sink in sinks:
+        try:
+            sink.close() if not isinstance(sink, ParquetSink) else None
+        except Exception as exc:
+            log.debug("closing %s: %s", getattr(sink, "path", sink), exc)
+        paths = [sink.part_path] if isinstance(sink, ParquetSink) else [getattr(sink, "path", None)]
+        for p in paths:
+            if p is not None and Path(p).exists():
+                try:
+                    Path(p).unlink()
+                except OSError:
+                    pass
+
+
+def run_metadata(engine, info: VideoInfo, settings: dict, model_dir=None) -> dict:
+    """What a results file says about how it was made (Parquet file metadata, Results.metadata)."""
+    from stream_fer import __version__
+
+    minfo = engine.info
+    return {
+        "stream_fer_version": __version__,
+        "model_sha256": minfo.onnx_sha256 or minfo.source_checkpoint_sha256,
+        "model": {"onnx_sha256": minfo.onnx_sha256, "source_checkpoint_sha256": minfo.source_checkpoint_sha256,
+                  "precision": minfo.precision, "class_names": list(minfo.class_names),
+                  "input_size": minfo.input_size, "engine": getattr(engine, "name", ""),
+                  "dir": str(model_dir) if model_dir else "default"},
+        "settings": settings,
+        "source": {"description": info.description, "width": info.width, "height": info.height,
+                   "fps": info.fps, "frame_count": info.frame_count, "codec": info.codec, "live": info.live},
+        "fps": info.fps,
+    }
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+class AnalysisInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped analyze(): raised after every output was closed (each complete up to the last frame
+    analysed, the report written from those frames). `results` holds what was analysed."""
+
+    def __init__(self, results: Results) -> None:
+        super().__init__("interrupted")
+        self.results = results
+
+
+class _Run:
+    """One analysis of one source: the pipeline over a FrameAnalyzer, writing to the sinks, keeping the rows
+    (finite sources) and the key frames (for a report)."""
+
+    def __init__(self, source: Source, analyzer, sinks: list, rows_of, *, render: bool, max_frames: int | None,
+                 progress: bool, keep_rows: bool, report: Path | None, metadata: dict) -> None:
+        from stream_fer.records import ROW_FIELDS
+        from stream_fer.results import RowCollector
+
+        self.source = source
+        self.analyzer = analyzer
+        self.sinks = sinks
+        self.rows_of = rows_of
+        self.render = render
+        self.max_frames = max_frames
+        self.progress = progress
+        self.collector = RowCollector(ROW_FIELDS) if keep_rows or report else None
+        self.report = report
+        self.keyframes = None
+        if report is not None:
+            from stream_fer.report import KeyFrames
+
+            self.keyframes = KeyFrames(crop_size=analyzer.crop_size)
+        self.metadata = metadata
+        self.state = "ready"  # -> running -> done | failed; or closed without running
+        self.stats: PipelineStats | None = None
+        self.deliver: Callable[[FrameResult], None] | None = None
+
+    def _on_frame(self, frame: Frame, result: FrameResult) -> None:
+        if self.collector is not None:
+            self.collector.add(self.rows_of(result))
+        if self.keyframes is not None:
+            self.keyframes.offer(frame, result)
+        if self.deliver is not None:
+            self.deliver(result)
+
+    def execute(self) -> PipelineStats:
+        """Run the source to its end (or max_frames, or Ctrl-C) in this thread; closes the source, the
+        sinks and the analyzer's landmarker."""
+        from stream_fer.pipeline import analyzer_stages, run_stages
+
+        stages = analyzer_stages(self.analyzer)
+        if not self.render:  # no picture output: the render stage would draw for nobody
+            stages = stages[:3]
+        self.state = "running"
+        try:
+            stats = run_stages(self.source, stages, self.sinks, max_frames=self.max_frames, progress=self.progress,
+                               on_frame=self._on_frame)
+        except BaseException:
+            self.state = "failed"
+            raise
+        finally:
+            self.analyzer.close()
+        self.stats = stats
+        self.state = "done"
+        return stats
+
+    def close(self) -> None:
+        """Release a run that never started."""
+        if self.state == "ready":
+            self.state = "closed"
+            _discard(self.sinks)
+            try:
+                self.source.close()
+            finally:
+                self.analyzer.close()
+
+
+class Results:
+    """The results of analyze(): iterate it for one FrameResult per frame (lazily, while the analysis runs),
+    or, for a finite source, ask for the table: to_pandas(), summary(), plot_timeline(), stats.
+
+    A Results is read once: iterating it runs the analysis; asking for a table first runs it to the end.
+    `metadata` says how it was made (version, model hash, settings, source); `outputs` names the files
+    written."""
+
+    def __init__(self, run: _Run, outputs: dict[str, Path]) -> None:
+        self._run = run
+        self.outputs = dict(outputs)
+        self.metadata: dict = run.metadata
+        self.info: VideoInfo = run.source.info
+        self.class_names: tuple[str, ...] = tuple(run.analyzer.class_names)
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def source(self) -> str:
+        return self.info.description
+
+    @property
+    def done(self) -> bool:
+        return self._run.state == "done"
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self._run.stats and self._run.stats.interrupted)
+
+    def __repr__(self) -> str:
+        frames = f", {self._run.stats.frames_out} frames" if self._run.stats else ""
+        return f"<stream_fer.Results {self.source!r}: {self._run.state}{frames}>"
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        run = self._run
+        if run.state != "ready":
+            raise StreamFerError("these results were already read to the end (a run with outputs finishes "
+                                 "inside analyze()); use to_pandas(), or analyze() again without outputs to "
+                                 "iterate frame by frame")
+        handoff: queue.Queue = queue.Queue(maxsize=4)
+        gone = threading.Event()
+
+        def put(item) -> None:
+            while not gone.is_set():
+                try:
+                    handoff.put(item, timeout=_POLL)
+                    return
+                except queue.Full:
+                    continue
+
+        outcome: dict[str, BaseException] = {}
+
+        def work() -> None:
+            try:
+                self._finish_run()
+            except BaseException as exc:  # handed to the consumer's thread, never printed here
+                outcome["error"] = exc
+            finally:
+                put(_END)
+
+        run.deliver = put
+        run.state = "running"
+        worker = threading.Thread(target=work, name="stream-fer-analyze", daemon=True)
+        worker.start()
+        try:
+            while True:
+                try:
+                    item = handoff.get(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    break
+                yield item
+        finally:  # the loop ended, broke early or raised (Ctrl-C): stop reading, let the frames in flight finish
+            gone.set()
+            run.source.stop()
+            worker.join()
+            run.deliver = None
+        if "error" in outcome:
+            raise outcome["error"]
+
+    def _finish_run(self) -> None:
+        self._run.execute()
+        if self._run.report is not None:
+            self.write_report(self._run.report)
+
+    def finish(self) -> Results:
+        """Analyse what is left (writing the outputs) and return self. A live source without max_frames runs
+        until it ends or Ctrl-C."""
+        if self._run.state == "ready":
+            for _ in self:
+                pass
+        elif self._run.state == "running":
+            raise StreamFerError("the analysis is still running: finish iterating over the results first")
+        elif self._run.state == "closed":
+            raise StreamFerError("these results were closed before the analysis ran")
+        return self
+
+    def close(self) -> None:
+        """Release the source and the models of a run that was never started (a started run releases them
+        when it ends)."""
+        self._run.close()
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the data -----------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Frames, faces, speed and per-stage latency of the run (runs it to the end first)."""
+        self.finish()
+        return self._run.stats
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per face per frame (a frame without faces: one row with the face columns empty), the
+        columns of the CSV with the dtypes of stream_fer.results; `df.attrs["stream_fer"]` is `metadata`."""
+        if self._frame is None:
+            if self._run.collector is None and self._run.state == "ready":
+                raise StreamFerError("rows are kept only for finite sources: give max_frames, or write them with "
+                                     "csv=/parquet= and read them back with stream_fer.read_results")
+            self.finish()
+            if self._run.collector is None:
+                raise StreamFerError("rows are kept only for finite sources: give max_frames, or write them "
+                                     "with csv=/parquet= and read them back with stream_fer.read_results")
+            from stream_fer.results import table_to_pandas
+
+            self._frame = table_to_pandas(self._run.collector.table())
+            self._frame.attrs["stream_fer"] = self.metadata
+        return self._frame.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """Per track: time tracked, share of time per smoothed expression, mean confidence, label switches per
+        minute and the trust signal (stream_fer.summary)."""
+        from stream_fer.summary import summarize
+
+        return summarize(self.to_pandas(), fps=self.info.fps)
+
+    def plot_timeline(self, track: int | None = None, ax=None):
+        """A matplotlib figure of the smoothed probabilities over time (one track: `track`, default the
+        longest), with low-trust stretches shaded. Needs the `report` extra (matplotlib)."""
+        from stream_fer.report import plot_timeline
+
+        return plot_timeline(self.to_pandas(), track=track, ax=ax)
+
+    def write_report(self, path: str | os.PathLike, title: str | None = None) -> Path:
+        """The self-contained HTML report of this run (key frames included when analyze() was asked for a
+        report, since only then were they kept)."""
+        from stream_fer.report import write_report
+
+        self.finish() if self._run.state != "running" else None
+        keyframes = self._run.keyframes
+        why = None if keyframes is not None else "No key frames: they are kept while the video is analysed " \
+            "only when analyze() is given report=."
+        return write_report(path, self.to_pandas(), metadata=self.metadata, keyframes=keyframes,
+                            title=title or self.source, class_names=self.class_names, why_no_keyframes=why)
+
+
+# ------------------------------------------------------------------------------------------ analyze
+
+
+def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathLike | None = None,
+            jsonl: str | os.PathLike | None = None, parquet: str | os.PathLike | None = None,
+            report: str | os.PathLike | None = None, max_faces: int = 1, smoothing: str = "ema",
+            smoothing_strength: float = 0.6, backend: str = "auto", model: str | os.PathLike | None = None,
+            threads: int = 1, landmarker: str | os.PathLike | None = None,
+            overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
+            max_frames: int | None = None, audio: bool = True, progress: bool = False, engine=None,
+            fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = "superfast",
+            announce: Callable[[str], None] | None = None) -> Results:
+    """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an
+    iterable of (H, W, 3) uint8 arrays, stamped at `fps`, default 30).
+
+    Outputs (each optional): `out` an annotated video (.mp4, .mov, .mkv; an image name for an image input),
+    `csv` / `jsonl` / `parquet` the per-face, per-frame rows, `report` a self-contained HTML report. With
+    any output the whole source is analysed before this returns (a live source: until it ends, Ctrl-C or
+    max_frames); Ctrl-C closes every output (complete up to there) and raises AnalysisInterrupted, a
+    KeyboardInterrupt. Without outputs this returns at once: iterate the Results for FrameResults as they
+    are analysed, or call to_pandas() / summary() to analyse it all.
+
+    Analysis: `max_faces` per frame; `smoothing` ("none", "ema", "window", "one_euro") with
+    `smoothing_strength` in [0, 1]; `backend` ("auto", "onnxruntime", "tensorrt", "torch", ...), `model`
+    an exported model folder (default: the shipped model), `threads` for CPU inference, `landmarker` a
+    face_landmarker.task; `engine` an already loaded engine to share (then backend/model/threads are not
+    used). Video: `overlays` (see overlay_options), `max_frames`, `audio` (copy the input's), `crf` and
+    `preset` (x264), `reconnect` (RTSP attempts). `progress` shows a progress bar; `announce(line)` is
+    called with the start-up lines (backend chosen, input -> outputs).
+
+    Raises StreamFerError (one line a user can act on) for bad input, before any heavy work where it can.
+    """
+    _check_analysis_options(max_faces, threads, smoothing, smoothing_strength, max_frames)
+    paths = _check_outputs(source, {"out": out, "csv": csv, "jsonl": jsonl, "parquet": parquet,
+                                    "report": report})
+    if "report" in paths and paths["report"].suffix.lower() not in (".html", ".htm"):
+        raise StreamFerError(f"the report is an HTML file: name it .html, not {paths['report'].name}")
+    options = overlay_options(overlays)
+    src = _open_source(source, fps, reconnect)
+    info = src.info
+    from stream_fer.records import to_row
+    from stream_fer.results import ParquetSink, RowsMemo
+
+    rows_of = RowsMemo(to_row)
+    sinks: list = []
+    analyzer = None
+    try:
+        sinks = _open_sinks({k: v for k, v in paths.items() if k != "report"}, info, rows_of, audio, crf, preset)
+        loaded = _load_engine(engine, model, backend, threads, announce)
+        from stream_fer.analyzer import FrameAnalyzer
+
+        analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces, smoothing=smoothing,
+                                 smoothing_strength=smoothing_strength, overlays=options,
+                                 mode="image" if info.codec == "image" else "video")
+    except BaseException:
+        _discard(sinks)
+        src.close()
+        raise
+    settings = {"max_faces": max_faces, "smoothing": smoothing, "smoothing_strength": smoothing_strength,
+                "backend": backend, "threads": threads, "max_frames": max_frames,
+                "overlays": dataclasses.asdict(options), "landmarker": str(landmarker) if landmarker else "default"}
+    metadata = run_metadata(loaded, info, settings, model)
+    for sink in sinks:
+        if isinstance(sink, ParquetSink):
+            sink.metadata = metadata
+    run = _Run(src, analyzer, sinks, rows_of, render="out" in paths, max_frames=max_frames, progress=progress,
+               keep_rows=not info.live or max_frames is not None, report=paths.get("report"), metadata=metadata)
+    results = Results(run, paths)
+    if not paths:
+        return results
+    if announce is not None:
+        announce(f"{info.description} -> {', '.join(str(p) for p in paths.values())}")
+    results._finish_run()
+    if results.interrupted:
+        raise AnalysisInterrupted(results)
+    return results
+
+
+# ------------------------------------------------------------------------------------------ Analyzer
+
+
+class Analyzer:
+    """The per-frame analysis for your own frame loop (a robot, an OpenCV app): an RGB frame in, its
+    FrameResult (and, if asked, the annotated frame) out. Stateful across frames: face tracks and their
+    smoothing carry over, so feed the frames of one stream in order; reset() starts a new stream.
+
+        with stream_fer.Analyzer(max_faces=2) as a:
+            for rgb in frames:
+                result = a.process(rgb)                        # FrameResult
+                result, annotated = a.process(rgb, annotate=True)
+
+    `mode`: "video" (consecutive frames; MediaPipe tracks faces between them) or "image" (independent
+    pictures). Other options as for analyze()."""
+
+    def __init__(self, *, max_faces: int = 1, smoothing: str = "ema", smoothing_strength: float = 0.6,
+                 backend: str = "auto", model: str | os.PathLike | None = None, threads: int = 1,
+                 mode: str = "video", overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
+                 engine=None, landmarker: str | os.PathLike | None = None) -> None:
+        if mode not in ("video", "image"):
+            raise StreamFerError(f"mode must be 'video' or 'image', not {mode!r}")
+        _check_analysis_options(max_faces, threads, smoothing, smoothing_strength)
+        options = overlay_options(overlays)
+        loaded = _load_engine(engine, model, backend, threads, None)
+        from stream_fer.analyzer import FrameAnalyzer
+
+        self._analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces,
+                                       smoothing=smoothing, smoothing_strength=smoothing_strength,
+                                       overlays=options, mode=mode)
+        self.mode = mode
+        self._index = 0
+        self._last_ms: int | None = None
+        self._clock0: float | None = None
+        self._closed = False
+
+    @property
+    def engine(self):
+        """The loaded engine (pass it as `engine=` to share it with other analyzers)."""
+        return self._analyzer.engine
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._analyzer.class_names
+
+    def _timestamp(self, timestamp: float | None) -> float:
+        if timestamp is None:  # a live loop: seconds since the first frame, on the monotonic clock
+            now = time.monotonic()
+            if self._clock0 is None:
+                self._clock0 = now
+            timestamp = now - self._clock0
+            if self._last_ms is not None and int(round(timestamp * 1000.0)) <= self._last_ms:
+                timestamp = (self._last_ms + 1) / 1000.0
+        timestamp = float(timestamp)
+        ms = int(round(timestamp * 1000.0))
+        if self.mode == "video" and self._last_ms is not None and ms <= self._last_ms:
+            raise StreamFerError(f"frame timestamps must increase (by at least a millisecond): {timestamp:.3f} s "
+                                 f"came after {self._last_ms / 1000.0:.3f} s; call reset() for a new stream")
+        self._last_ms = ms
+        return timestamp
+
+    def process(self, rgb: np.ndarray, timestamp: float | None = None, *, annotate: bool = False):
+        """Analyse one RGB uint8 frame (H, W, 3). `timestamp`: its time in seconds (default: the time since
+        the first frame). Returns its FrameResult, or (FrameResult, annotated RGB frame) with annotate=True."""
+        if self._closed:
+            raise StreamFerError("this Analyzer is closed")
+        frame = Frame(index=self._index, timestamp=self._timestamp(timestamp), capture_time=time.monotonic(),
+                      rgb=_as_rgb(rgb))
+        self._index += 1
+        a = self._analyzer
+        result = a.track(a.classify(a.detect(frame)))
+        if annotate:
+            annotated, result = a.render_timed(frame, result)
+            return result, annotated
+        return result
+
+    def reset(self) -> None:
+        """Start a new stream: forget tracks and smoothing, restart the frame count and clock."""
+        self._analyzer.reset()
+        self._index = 0
+        self._last_ms = None
+        self._clock0 = None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._analyzer.close()
+
+    def __enter__(self) -> Analyzer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

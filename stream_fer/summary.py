@@ -1,0 +1,141 @@
+"""Per-video and per-track summary of a results table (`Results.summary()`, `stream-fer summary F`).
+
+One row per track, after a first row for all faces of the video together (track <NA>):
+
+    track                  the track id (<NA>: every face of the video)
+    frames                 rows (frames) of the track
+    start_s, end_s         first and last timestamp of the track
+    duration_s             time tracked: frames x the video's frame period (so a track with gaps counts
+                           only the frames it was seen in)
+    share_<class>          share of the tracked time whose smoothed label is <class> (sums to 1)
+    mean_confidence        mean of the smoothed label's probability
+    switches_per_min       changes of the smoothed label between consecutive frames of the track, per
+                           minute tracked (the whole-video row: all tracks' switches over all their time)
+    att_au_cosine_mean     mean attention-to-AU-map cosine over the frames that have one (neutral has no AU
+                           map, so no cosine)
+    low_trust_share        share of those frames whose cosine is below LOW_TRUST_COSINE
+    trust_mean             mean of a `trust` column, when the results have one (a later trust score)
+
+The video itself (frames, duration, share of frames with a face, tracks) is in `summary.attrs["video"]`.
+
+LOW_TRUST_COSINE = 0.5, from the model's own evaluation (engines/default/eval.json and
+benchmarks/vanilla_eval.json, FER+ test): the shipped AU-guided model's mean ATT-COS is 0.86, and no class
+averages below 0.745 (disgust); the same network trained without AU guidance averages 0.51. A face whose
+attention agrees with its expression's AUs no better than an unguided model's does on average (< 0.5) is
+looking somewhere else: the prediction may be right, but not for the reasons the model was taught.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from stream_fer.face.classes import CLASS_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LOW_TRUST_COSINE = 0.5
+
+SUMMARY_COLUMNS = ("track", "frames", "start_s", "end_s", "duration_s", *(f"share_{c}" for c in CLASS_NAMES),
+                   "mean_confidence", "switches_per_min", "att_au_cosine_mean", "low_trust_share")
+
+
+def frame_period(df: pd.DataFrame, fps: float | None = None) -> float:
+    """Seconds per frame: the median step between consecutive frame timestamps, else 1 / fps, else 0."""
+    times = np.unique(df["timestamp"].to_numpy(dtype=np.float64))
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    if len(steps):
+        return float(np.median(steps))
+    return 1.0 / fps if fps else 0.0
+
+
+def low_trust(df: pd.DataFrame, threshold: float = LOW_TRUST_COSINE) -> pd.Series:
+    """Per row: True where the attention-to-AU cosine is below the threshold (False where there is none)."""
+    cos = df["att_au_cosine"].astype("float64")
+    return (cos < threshold).fillna(False).astype(bool)
+
+
+def _switches(labels: pd.Series) -> int:
+    values = labels.astype("string").fillna("").to_numpy()
+    return int((values[1:] != values[:-1]).sum()) if len(values) > 1 else 0
+
+
+def _stats(faces: pd.DataFrame, period: float, switches: int, class_names, threshold: float,
+           track) -> dict:
+    import pandas as pd
+
+    n = len(faces)
+    duration = n * period
+    labels = faces["label"].astype("string")
+    row: dict = {"track": track, "frames": n,
+                 "start_s": float(faces["timestamp"].min()) if n else np.nan,
+                 "end_s": float(faces["timestamp"].max()) if n else np.nan,
+                 "duration_s": duration}
+    for c in class_names:
+        row[f"share_{c}"] = float((labels == c).sum()) / n if n else np.nan
+    row["mean_confidence"] = float(faces["confidence"].astype("float64").mean()) if n else np.nan
+    row["switches_per_min"] = switches / (duration / 60.0) if duration > 0 else np.nan
+    cos = faces["att_au_cosine"].astype("float64")
+    has = cos.notna()
+    row["att_au_cosine_mean"] = float(cos[has].mean()) if has.any() else np.nan
+    row["low_trust_share"] = float((cos[has] < threshold).mean()) if has.any() else np.nan
+    if "trust" in faces.columns:
+        trust = pd.to_numeric(faces["trust"], errors="coerce")
+        row["trust_mean"] = float(trust.mean()) if trust.notna().any() else np.nan
+    return row
+
+
+def summarize(df: pd.DataFrame, fps: float | None = None, threshold: float = LOW_TRUST_COSINE,
+              class_names: tuple[str, ...] = CLASS_NAMES) -> pd.DataFrame:
+    """The summary table of a results DataFrame (Results.to_pandas() or read_results()); see the module
+    docstring for the columns."""
+    import pandas as pd
+
+    period = frame_period(df, fps)
+    faces = df[df["track_id"].notna()].sort_values(["track_id", "frame_index"], kind="stable")
+    rows = []
+    total_switches = 0
+    for track, group in faces.groupby("track_id", sort=True):
+        switches = _switches(group["label"])
+        total_switches += switches
+        rows.append(_stats(group, period, switches, class_names, threshold, int(track)))
+    everyone = _stats(faces, period, total_switches, class_names, threshold, pd.NA)
+    table = pd.DataFrame([everyone, *rows])
+    table["track"] = table["track"].astype("Int64")
+    table["frames"] = table["frames"].astype("int64")
+    frames = int(df["frame_index"].nunique())
+    with_faces = int(df.loc[df["num_faces"] > 0, "frame_index"].nunique())
+    table.attrs["video"] = {"frames": frames, "duration_s": frames * period, "frame_period_s": period,
+                            "frames_with_faces": with_faces,
+                            "face_share": with_faces / frames if frames else 0.0, "tracks": len(rows),
+                            "low_trust_cosine": threshold}
+    return table
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """The summary as text for a terminal: the video line, then one line per track."""
+    video = table.attrs.get("video", {})
+    lines = [f"{video.get('frames', 0)} frames, {video.get('duration_s', 0.0):.1f} s, a face in "
+             f"{video.get('face_share', 0.0):.0%} of frames, {video.get('tracks', 0)} track(s); low trust = "
+             f"attention-AU cosine < {video.get('low_trust_cosine', LOW_TRUST_COSINE)}"]
+    share_cols = [c for c in table.columns if c.startswith("share_")]
+    for _, row in table.iterrows():
+        who = "all faces" if row["track"] is None or str(row["track"]) == "<NA>" else f"track {row['track']}"
+        if not row["frames"]:
+            lines.append(f"{who}: no faces")
+            continue
+        shares = sorted(((row[c], c[len("share_"):]) for c in share_cols if row[c] > 0), reverse=True)
+        top = ", ".join(f"{name} {value:.0%}" for value, name in shares[:4])
+        cos = row["att_au_cosine_mean"]
+        trust = (f"cosine {cos:.2f}, low trust {row['low_trust_share']:.0%}" if cos == cos else "no AU cosine")
+        extra = f", trust {row['trust_mean']:.2f}" if "trust_mean" in table.columns and row["trust_mean"] == \
+            row["trust_mean"] else ""
+        switches = row["switches_per_min"]
+        lines.append(f"{who}: {row['duration_s']:.1f} s ({row['start_s']:.1f}-{row['end_s']:.1f} s); {top}; "
+                     f"confidence {row['mean_confidence']:.2f}; "
+                     + (f"{switches:.1f} switches/min; " if switches == switches else "")
+                     + trust + extra)
+    return "\n".join(lines)
