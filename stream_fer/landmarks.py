@@ -121,10 +121,36 @@ class FaceLandmarks:
         return float(x0), float(y0), float(x1), float(y1)
 
 
+@contextlib.contextmanager
+def _without_mediapipe_extras():
+    """While MediaPipe is imported: its package imports every task, and with them matplotlib.pyplot (for
+    drawing helpers this product never calls) and sounddevice (audio tasks): about 0.6 s of CPU, most of
+    a run's start-up. Those two stand aside as placeholders (sounddevice as absent, which MediaPipe
+    handles) and are removed afterwards, so a later `import matplotlib.pyplot` gets the real module."""
+    import types
+
+    placed: dict[str, object] = {}
+    for name, stub in (("matplotlib", types.ModuleType("matplotlib")),
+                       ("matplotlib.pyplot", types.ModuleType("matplotlib.pyplot")), ("sounddevice", None)):
+        if name not in sys.modules:
+            placed[name] = sys.modules[name] = stub
+    try:
+        yield
+    finally:
+        for name, stub in placed.items():
+            if sys.modules.get(name, 0) is stub:
+                del sys.modules[name]
+
+
 def _import_mediapipe():
-    """MediaPipe, imported on first use (it takes about 0.7 s)."""
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
+    """MediaPipe, imported on first use (about 0.25 s of CPU without the extras it would pull in)."""
+    if "mediapipe.tasks.python.vision" in sys.modules:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+    else:
+        with _without_mediapipe_extras():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
 
     # mediapipe keeps the error of its optional `sounddevice` import (no PortAudio here) in a module
     # global, and with it a traceback through every frame that was importing mediapipe: the frame of the
