@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, limit_threads, run_job
+from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, limit_threads, run_job, warm_up
 from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 3
 _WAIT_S = 0.25
 _PROBE_TIMEOUT_S = 120.0
-_threads_limited = False
+_worker_ready = False
 
 
 def import_ray():
@@ -39,10 +39,11 @@ def import_ray():
 
 
 def _ray_job(job: VideoJob) -> JobResult:
-    global _threads_limited
-    if not _threads_limited:
+    global _worker_ready
+    if not _worker_ready:  # the first task in this worker process: as the pool's initializer does
         limit_threads()
-        _threads_limited = True
+        warm_up(job.settings)
+        _worker_ready = True
     return run_job(job)
 
 
