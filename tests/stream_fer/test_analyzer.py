@@ -200,3 +200,27 @@ def test_image_mode_and_no_overlays(onnx_engine, landmarker_model, smile, make_f
         annotated, result = a.analyze(make_frame(smile.rgb, 0))
         assert np.array_equal(annotated, smile.rgb)
         np.testing.assert_array_equal(result.faces[0].probs, result.faces[0].raw_probs)
+
+
+def test_start_up_imports_only_what_the_analysis_runs_on(onnx_engine, landmarker_model):
+    """A FrameAnalyzer in a fresh interpreter loads MediaPipe without the matplotlib.pyplot and
+    sounddevice that MediaPipe's package imports for tasks this product never runs (about 0.6 s of CPU
+    at every start), and without torch or gradio; matplotlib still imports normally afterwards."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from stream_fer.analyzer import FrameAnalyzer
+from stream_fer.engines.select import load_engine
+with FrameAnalyzer(load_engine({str(onnx_engine.model_dir)!r}, backend="onnxruntime"),
+                   landmarker_path={str(landmarker_model)!r}) as a:
+    pass
+loaded = [m for m in ("matplotlib", "matplotlib.pyplot", "sounddevice", "torch", "gradio") if m in sys.modules]
+assert not loaded, loaded
+import matplotlib.pyplot as plt
+assert callable(plt.figure)
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
