@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,6 +131,7 @@ class TileDetector:
                 self._detector = vision.FaceDetector.create_from_options(options)
         except Exception as exc:
             raise StreamFerError(f"could not load the face detector model: {exc}") from None
+        self._started = False  # the first detection still logs start-up chatter
 
     def detect(self, rgb: np.ndarray, tile: Tile) -> list[tuple[Box, float]]:
         """[(box in frame pixels, score), ...] for the faces the detector finds in one tile."""
@@ -137,7 +139,9 @@ class TileDetector:
         scale = DETECTOR_INPUT / max(tile.width, tile.height)
         size = (max(1, round(tile.width * scale)), max(1, round(tile.height * scale)))
         small = np.ascontiguousarray(cv2.resize(window, size, interpolation=cv2.INTER_AREA))
-        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
+        with contextlib.nullcontext() if self._started else _native_stderr.active():
+            result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
+        self._started = True
         # MediaPipe maps the boxes back to the image it was given (the letterbox is its own business)
         sx, sy = tile.width / size[0], tile.height / size[1]
         found = []
@@ -150,7 +154,7 @@ class TileDetector:
 
     def close(self) -> None:
         if self._detector is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), _native_stderr.active():  # LiteRT logs its shut-down too
                 self._detector.close()
             self._detector = None
 
@@ -200,7 +204,7 @@ class SmallFaceSearch:
         self._size: tuple[int, int] | None = None
         self._plan: tuple[Tile, ...] = ()
         self._reset_scan()
-        self.stats = {"frames": 0, "tiles": 0, "follows": 0, "found": 0, "lost": 0}
+        self.stats = {"frames": 0, "tiles": 0, "follows": 0, "found": 0, "lost": 0, "ms": 0.0}
 
     def _reset_scan(self) -> None:
         self._followed: list[FaceLandmarks] = []
@@ -222,6 +226,7 @@ class SmallFaceSearch:
         if not self._plan or (len(faces) >= max_faces and not self._followed):
             return faces[:max_faces]
         self.stats["frames"] += 1
+        t0 = time.perf_counter()
         if self.video:
             faces = self._follow(rgb, faces, max_faces)
             tiles = self._next_tiles()
@@ -229,6 +234,7 @@ class SmallFaceSearch:
             tiles = list(self._plan)
         if len(faces) < max_faces and tiles:
             faces = self._discover(rgb, faces, max_faces, tiles)
+        self.stats["ms"] += (time.perf_counter() - t0) * 1000.0
         return faces
 
     def _follow(self, rgb: np.ndarray, faces: list[FaceLandmarks], max_faces: int) -> list[FaceLandmarks]:

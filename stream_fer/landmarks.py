@@ -20,12 +20,14 @@ log = logging.getLogger(__name__)
 
 # MediaPipe 1.x writes start-up chatter straight to file descriptor 2: absl lines such as
 # "W0000 00:00:... face_landmarker_graph.cc:181] ..." and "WARNING: Logging before InitGoogle() ...", and
-# TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.". Its library exports no logging
+# TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." (LiteRT, which runs the face detector task:
+# "INFO: [environment.cc:36] Creating LiteRT environment ..."). Its library exports no logging
 # control and ignores GLOG_minloglevel, GOOGLE_STDERRTHRESHOLD and TF_CPP_MIN_LOG_LEVEL (mediapipe 1.2.2),
 # so while a landmarker starts up (creation and first detection), fd 2 is routed through a pipe that
 # drops exactly those info/warning lines and passes everything else (errors, other threads' output) on.
 _NATIVE_NOISE = re.compile(rb"^(?:[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "  # absl INFO and WARNING lines
-                           rb"|WARNING: Logging before InitGoogle\(\)|INFO: \w+ TensorFlow Lite )")
+                           rb"|WARNING: Logging before InitGoogle\(\)|INFO: \w+ TensorFlow Lite "
+                           rb"|INFO: \[[\w.]+:\d+\] )")  # LiteRT's INFO lines (the face detector task's runtime)
 
 
 class _NativeStderrFilter:
@@ -301,9 +303,9 @@ class Landmarker:
         return faces
 
     @property
-    def search_stats(self) -> dict[str, int]:
+    def search_stats(self) -> dict[str, float]:
         """What the small-face search did so far (frames it ran on, tiles scanned, faces followed, found,
-        lost); empty where it is off."""
+        lost, and the milliseconds it took); empty where it is off."""
         return dict(self._search.stats) if self._search is not None else {}
 
     def _detect_public(self, image, ts: int | None) -> list[tuple[np.ndarray, dict[str, float]]]:
