@@ -116,8 +116,11 @@ def warm_up(settings: BatchSettings) -> None:
     """Import the analysis and load the engine ahead of the first video; a failure is left for the first job
     to report."""
     try:
-        import stream_fer.analyzer  # noqa: F401 - MediaPipe, OpenCV: import time is not a video's time
-        import stream_fer.pipeline  # noqa: F401
+        import pandas  # noqa: F401 - import time (MediaPipe, OpenCV, pandas) is not a video's time
+
+        import stream_fer.analyzer  # noqa: F401
+        import stream_fer.api  # noqa: F401
+        import stream_fer.results  # noqa: F401
 
         worker_engine(settings)
     except Exception as exc:  # noqa: BLE001 - reported per video by run_job
@@ -153,7 +156,7 @@ def run_job(job: VideoJob) -> JobResult:
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         staged = {kind: staging / final.name for kind, final in outputs.data_files.items()}
         frames, faces, summary = _analyze(job, staged, engine)
-        staged["summary"].write_text(json.dumps(summary, indent=1, default=_jsonable) + "\n")
+        staged["summary"].write_text(json.dumps(summary, indent=1, default=str) + "\n")
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         result = JobResult(job.video, "done", frames, faces, seconds, frames / seconds if seconds > 0 else 0.0,
                            cpu, worker=worker, leftovers=leftovers)
@@ -182,68 +185,19 @@ def record_failure(job: VideoJob, result: JobResult) -> None:
 
 
 def _analyze(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, dict]:
-    """(frames, faces, summary) of one video, its outputs written to the staged paths."""
+    """(frames, faces, summary) of one video, its outputs written to the staged paths. The summary: the
+    video's figures (frames, duration, face share, tracks), Results.summary() as records (all faces, then
+    one per track) and how the results were made (version, model hash, settings, source)."""
     import stream_fer
 
     s = job.settings
-    analyze = getattr(stream_fer, "analyze", None)
-    if analyze is None:  # TEMPORARY: until the public API lands
-        return _analyze_without_api(job, staged, engine)
-    res = analyze(str(job.input), parquet=staged["parquet"], csv=staged.get("csv"), jsonl=staged.get("jsonl"),
-                  out=staged.get("video"), max_faces=s.max_faces, smoothing=s.smoothing,
-                  smoothing_strength=s.smoothing_strength, landmarker=s.landmarker, max_frames=s.max_frames,
-                  audio=s.audio, progress=False, engine=engine)
+    res = stream_fer.analyze(str(job.input), parquet=staged["parquet"], csv=staged.get("csv"),
+                             jsonl=staged.get("jsonl"), out=staged.get("video"), max_faces=s.max_faces,
+                             smoothing=s.smoothing, smoothing_strength=s.smoothing_strength,
+                             landmarker=s.landmarker, max_frames=s.max_frames, audio=s.audio, progress=False,
+                             engine=engine)
     stats = res.stats
-    if getattr(stats, "interrupted", False):
-        raise KeyboardInterrupt
-    summary = res.summary()
+    table = res.summary()
+    summary = {"video": job.video, "input": str(job.input), **table.attrs.get("video", {}),
+               "summary": json.loads(table.to_json(orient="records")), "metadata": res.metadata}
     return int(stats.frames_out), int(stats.faces), summary
-
-
-def _jsonable(value):
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def _analyze_without_api(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, dict]:
-    from stream_fer.analyzer import FrameAnalyzer
-    from stream_fer.pipeline import run_pipeline
-    from stream_fer.records import ROW_FIELDS, to_row
-    from stream_fer.sinks import CsvSink, JsonlSink, VideoSink
-    from stream_fer.sources import open_source
-
-    s = job.settings
-    source = open_source(str(job.input))
-    source.open()
-    rows: list[dict] = []
-
-    class _Rows:
-        path = staged["parquet"]
-
-        def write(self, frame, result, annotated):
-            rows.extend(to_row(result))
-
-        def close(self):
-            import pandas as pd
-
-            pd.DataFrame(rows, columns=list(ROW_FIELDS)).to_parquet(self.path)
-
-    sinks: list = [_Rows()]
-    if "csv" in staged:
-        sinks.append(CsvSink(staged["csv"], ROW_FIELDS, to_row))
-    if "jsonl" in staged:
-        sinks.append(JsonlSink(staged["jsonl"], to_row))
-    if "video" in staged:
-        sinks.append(VideoSink(staged["video"], source.info, copy_audio=s.audio))
-    analyzer = FrameAnalyzer(engine, landmarker_path=s.landmarker, max_faces=s.max_faces, smoothing=s.smoothing,
-                             smoothing_strength=s.smoothing_strength)
-    try:
-        stats = run_pipeline(source, analyzer, sinks, progress=False, max_frames=s.max_frames)
-    finally:
-        analyzer.close()
-    if stats.interrupted:
-        raise KeyboardInterrupt
-    return stats.frames_out, stats.faces, {"frames": stats.frames_out, "faces": stats.faces}

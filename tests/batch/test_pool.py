@@ -124,7 +124,7 @@ def test_ctrl_c_then_rerun_finishes_with_nothing_done_twice(tmp_path: Path):
     names = [f"clip{i}.mp4" for i in range(3)]
     inputs = make_inputs(tmp_path / "in", good=names)
     out = tmp_path / "out"
-    args = (str(inputs), "--out-dir", str(out), "--workers", "1", "--max-frames", "30")
+    args = (str(inputs), "--out-dir", str(out), "--workers", "1", "--max-frames", "20")
     proc = subprocess.Popen(batch_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: list(out.glob("*.done.json")), 180, "a first video to finish", proc)
@@ -150,4 +150,4 @@ def test_ctrl_c_then_rerun_finishes_with_nothing_done_twice(tmp_path: Path):
     assert {v for v, r in table.items() if r["this_run"] == "yes"} == set(names) - done_first
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.done.json") if p.name in markers} == markers
     assert leftovers(out) == []
-    assert pd.read_parquet(out / "batch.parquet").groupby("video").size().to_dict() == {n: 30 for n in names}
+    assert pd.read_parquet(out / "batch.parquet").groupby("video").size().to_dict() == {n: 20 for n in names}

@@ -81,7 +81,7 @@ def test_a_ray_worker_killed_mid_video_is_retried(ray_address, tmp_path: Path):
 def test_ctrl_c_cancels_ray_tasks_and_a_rerun_finishes(ray_address, tmp_path: Path):
     inputs = make_inputs(tmp_path / "in", good=["one.mp4", "two.mp4"])
     out = tmp_path / "out"
-    args = (str(inputs), "--out-dir", str(out), f"--ray={ray_address}")
+    args = (str(inputs), "--out-dir", str(out), "--max-frames", "48", f"--ray={ray_address}")
     proc = subprocess.Popen(batch_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: list(out.glob(".*.partial-*")), 120, "a video to start", proc)
