@@ -326,15 +326,12 @@ class _Run:
     def execute(self) -> PipelineStats:
         """Run the source to its end (or max_frames, or Ctrl-C) in this thread; closes the source, the
         sinks and the analyzer's landmarker."""
-        from stream_fer.pipeline import analyzer_stages, run_stages
+        from stream_fer.pipeline import run_pipeline
 
-        stages = analyzer_stages(self.analyzer)
-        if not self.render:  # no picture output: the render stage would draw for nobody
-            stages = stages[:3]
         self.state = "running"
         try:
-            stats = run_stages(self.source, stages, self.sinks, max_frames=self.max_frames, progress=self.progress,
-                               on_frame=self._on_frame)
+            stats = run_pipeline(self.source, self.analyzer, self.sinks, progress=self.progress,
+                                 max_frames=self.max_frames, on_frame=self._on_frame, render=self.render)
         except BaseException:
             self.state = "failed"
             raise

@@ -149,6 +149,8 @@ class ParquetSink:
     `metadata` may be set until the first rows are flushed (the model hash is known only after the model
     loads, which is after the outputs are opened)."""
 
+    wants_annotated = False  # rows only: the pipeline need not render for this sink
+
     def __init__(self, path: str | Path, rows_of: Callable[[FrameResult], list[dict]] | None = None,
                  columns: Sequence[str] = ROW_FIELDS, metadata: dict | None = None, row_group: int = 8192) -> None:
         from stream_fer.sinks import check_writable

@@ -5,8 +5,8 @@ One row per track, after a first row for all faces of the video together (track 
     track                  the track id (<NA>: every face of the video)
     frames                 rows (frames) of the track
     start_s, end_s         first and last timestamp of the track
-    duration_s             time tracked: frames x the video's frame period (so a track with gaps counts
-                           only the frames it was seen in)
+    duration_s             time tracked: the sum of the durations of the frames the track was seen in (a
+                           frame lasts until the next one, so variable frame rates count right)
     share_<class>          share of the tracked time whose smoothed label is <class> (sums to 1)
     mean_confidence        mean of the smoothed label's probability
     switches_per_min       changes of the smoothed label between consecutive frames of the track, per
@@ -18,11 +18,12 @@ One row per track, after a first row for all faces of the video together (track 
 
 The video itself (frames, duration, share of frames with a face, tracks) is in `summary.attrs["video"]`.
 
-LOW_TRUST_COSINE = 0.5, from the model's own evaluation (engines/default/eval.json and
-benchmarks/vanilla_eval.json, FER+ test): the shipped AU-guided model's mean ATT-COS is 0.86, and no class
-averages below 0.745 (disgust); the same network trained without AU guidance averages 0.51. A face whose
-attention agrees with its expression's AUs no better than an unguided model's does on average (< 0.5) is
-looking somewhere else: the prediction may be right, but not for the reasons the model was taught.
+LOW_TRUST_COSINE = 0.7, from the model's own validation data (benchmarks/low_trust_threshold.py): every
+FER+ validation face run through the product path, its run-time cosine taken against the AU map of the
+predicted label. 98% of right predictions reach 0.71 (their 2nd percentile); of the faces below 0.7, 64%
+are right, against 87% above it (2.6% of the expressive predictions fall below). It is also where the
+app's wording changes from "looks where the expression's AUs are" to "partly on the expression's AUs". A
+low-trust frame may well be right: the model did not look where it was taught to for that expression.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from stream_fer.face.classes import CLASS_NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-LOW_TRUST_COSINE = 0.5
+LOW_TRUST_COSINE = 0.7
+MAX_GAP_PERIODS = 10
 
 SUMMARY_COLUMNS = ("track", "frames", "start_s", "end_s", "duration_s", *(f"share_{c}" for c in CLASS_NAMES),
                    "mean_confidence", "switches_per_min", "att_au_cosine_mean", "low_trust_share")
@@ -52,6 +54,20 @@ def frame_period(df: pd.DataFrame, fps: float | None = None) -> float:
     return 1.0 / fps if fps else 0.0
 
 
+def frame_durations(df: pd.DataFrame, fps: float | None = None) -> pd.Series:
+    """Per frame index, how long the frame is shown: until the next frame's timestamp (variable frame rates
+    count right), the last frame one typical period; a gap (a stalled live stream) counts at most
+    MAX_GAP_PERIODS periods."""
+    import pandas as pd
+
+    frames = df.drop_duplicates("frame_index").sort_values("frame_index")
+    times = frames["timestamp"].to_numpy(dtype=np.float64)
+    period = frame_period(df, fps)
+    steps = np.append(np.diff(times), period)
+    steps = np.clip(np.where(steps > 0, steps, period), 0.0, MAX_GAP_PERIODS * period)
+    return pd.Series(steps, index=frames["frame_index"].to_numpy())
+
+
 def low_trust(df: pd.DataFrame, threshold: float = LOW_TRUST_COSINE) -> pd.Series:
     """Per row: True where the attention-to-AU cosine is below the threshold (False where there is none)."""
     cos = df["att_au_cosine"].astype("float64")
@@ -63,19 +79,19 @@ def _switches(labels: pd.Series) -> int:
     return int((values[1:] != values[:-1]).sum()) if len(values) > 1 else 0
 
 
-def _stats(faces: pd.DataFrame, period: float, switches: int, class_names, threshold: float,
+def _stats(faces: pd.DataFrame, durations: np.ndarray, switches: int, class_names, threshold: float,
            track) -> dict:
     import pandas as pd
 
     n = len(faces)
-    duration = n * period
-    labels = faces["label"].astype("string")
+    duration = float(durations.sum())
+    labels = faces["label"].astype("string").fillna("").to_numpy()
     row: dict = {"track": track, "frames": n,
                  "start_s": float(faces["timestamp"].min()) if n else np.nan,
                  "end_s": float(faces["timestamp"].max()) if n else np.nan,
                  "duration_s": duration}
     for c in class_names:
-        row[f"share_{c}"] = float((labels == c).sum()) / n if n else np.nan
+        row[f"share_{c}"] = float(durations[labels == c].sum()) / duration if duration > 0 else np.nan
     row["mean_confidence"] = float(faces["confidence"].astype("float64").mean()) if n else np.nan
     row["switches_per_min"] = switches / (duration / 60.0) if duration > 0 else np.nan
     cos = faces["att_au_cosine"].astype("float64")
@@ -94,22 +110,24 @@ def summarize(df: pd.DataFrame, fps: float | None = None, threshold: float = LOW
     docstring for the columns."""
     import pandas as pd
 
-    period = frame_period(df, fps)
+    durations = frame_durations(df, fps)
     faces = df[df["track_id"].notna()].sort_values(["track_id", "frame_index"], kind="stable")
     rows = []
     total_switches = 0
     for track, group in faces.groupby("track_id", sort=True):
         switches = _switches(group["label"])
         total_switches += switches
-        rows.append(_stats(group, period, switches, class_names, threshold, int(track)))
-    everyone = _stats(faces, period, total_switches, class_names, threshold, pd.NA)
+        rows.append(_stats(group, durations.loc[group["frame_index"]].to_numpy(), switches, class_names,
+                           threshold, int(track)))
+    everyone = _stats(faces, durations.loc[faces["frame_index"]].to_numpy(), total_switches, class_names,
+                      threshold, pd.NA)
     table = pd.DataFrame([everyone, *rows])
     table["track"] = table["track"].astype("Int64")
     table["frames"] = table["frames"].astype("int64")
     frames = int(df["frame_index"].nunique())
     with_faces = int(df.loc[df["num_faces"] > 0, "frame_index"].nunique())
-    table.attrs["video"] = {"frames": frames, "duration_s": frames * period, "frame_period_s": period,
-                            "frames_with_faces": with_faces,
+    table.attrs["video"] = {"frames": frames, "duration_s": float(durations.sum()),
+                            "frame_period_s": frame_period(df, fps), "frames_with_faces": with_faces,
                             "face_share": with_faces / frames if frames else 0.0, "tracks": len(rows),
                             "low_trust_cosine": threshold}
     return table
