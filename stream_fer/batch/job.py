@@ -79,10 +79,13 @@ class JobResult:
     worker: str = ""  # host:pid
     attempts: int = 1
     leftovers: int = 0  # staging folders of earlier attempts that this one cleared (crashed or cancelled runs)
+    started: float = 0.0  # wall-clock (epoch seconds) at the analysis's start and end
+    finished: float = 0.0
 
     def table_fields(self) -> dict:
         return {"frames": self.frames, "faces": self.faces, "seconds": round(self.seconds, 3),
-                "fps": round(self.fps, 2), "cpu_seconds": round(self.cpu_seconds, 3), "worker": self.worker}
+                "fps": round(self.fps, 2), "cpu_seconds": round(self.cpu_seconds, 3), "worker": self.worker,
+                "started": _utc(self.started), "finished": _utc(self.finished)}
 
 
 # ---------------------------------------------------------------------------------------- the worker
@@ -133,6 +136,12 @@ def error_line(exc: BaseException) -> str:
     return line if isinstance(exc, StreamFerError) else f"{type(exc).__name__}: {line}"
 
 
+def _utc(epoch: float) -> str:
+    if not epoch:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -153,13 +162,13 @@ def run_job(job: VideoJob) -> JobResult:
     staging = Path(tempfile.mkdtemp(prefix=f".{outputs.base.name}.partial-", dir=outputs.folder))
     try:
         engine = worker_engine(job.settings)
-        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        cpu0, t0, started = _cpu_seconds(), time.perf_counter(), time.time()
         staged = {kind: staging / final.name for kind, final in outputs.data_files.items()}
         frames, faces, summary = _analyze(job, staged, engine)
         staged["summary"].write_text(json.dumps(summary, indent=1, default=str) + "\n")
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         result = JobResult(job.video, "done", frames, faces, seconds, frames / seconds if seconds > 0 else 0.0,
-                           cpu, worker=worker, leftovers=leftovers)
+                           cpu, worker=worker, leftovers=leftovers, started=started, finished=time.time())
         for kind, final in outputs.data_files.items():
             os.replace(staged[kind], final)
         write_marker(outputs.done, status="done", video=job.video, input_path=job.input,

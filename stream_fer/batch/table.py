@@ -20,7 +20,7 @@ from stream_fer.batch.markers import write_atomic
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("video", "status", "this_run", "frames", "faces", "seconds", "fps", "cpu_seconds", "attempts",
-                 "error", "worker", "input")
+                 "error", "worker", "started", "finished", "input")
 VIDEO_COLUMN = "video"
 DATASET_METADATA_KEY = b"stream_fer_batch"
 
