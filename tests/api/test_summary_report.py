@@ -23,7 +23,7 @@ SCREENSHOT = REPO_ROOT / "docs" / "report_screenshot.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-FRAMES = 60  # 2.5 s of the sample: the hand at the mouth (neutral), then the smile
+FRAMES = 96  # the whole sample (4 s): the hand at the mouth (neutral), then a smile and a laugh
 
 
 def _row(frame: int, t: float, track: int | None, label: str | None = None, cos: float | None = None,
