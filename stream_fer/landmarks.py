@@ -50,7 +50,7 @@ class _NativeStderrFilter:
     def _enter(self) -> None:
         with self._lock:
             self._users += 1
-            if self._users > 1:
+            if self._users > 1 or sys.is_finalizing():  # at interpreter exit no thread can start for the pump
                 return
             try:
                 _flush_python_stderr()

@@ -5,6 +5,8 @@ stable track ids, and on today's large-face clip the results are exactly those o
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -154,3 +156,21 @@ def test_the_large_face_path_gives_the_same_results_as_without_the_search(onnx_e
             assert stats["tiles"] > 0 and stats["found"] == 0  # it looked, and found nothing that is not there
     assert all(len(faces) == 1 for faces in outputs[0])
     assert outputs[0] == outputs[1]
+
+
+def test_the_search_runs_silently_and_is_freed_without_close(landmarker_model):
+    """In a fresh interpreter: the face detector task (LiteRT) adds no chatter on stderr, and a landmarker with
+    the search dropped without close() leaves nothing to fail at interpreter exit."""
+    script = f"""
+import numpy as np
+from stream_fer.landmarks import Landmarker
+lm = Landmarker({str(landmarker_model)!r}, mode="video", min_face=40)
+assert lm.detect(np.zeros((720, 1280, 3), np.uint8), 0) == []
+assert lm.search_stats["tiles"] > 0
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+    assert result.stderr == ""
