@@ -81,11 +81,13 @@ class JobResult:
     leftovers: int = 0  # staging folders of earlier attempts that this one cleared (crashed or cancelled runs)
     started: float = 0.0  # wall-clock (epoch seconds) at the analysis's start and end
     finished: float = 0.0
+    max_rss_mb: float = 0.0  # the worker process's peak resident memory so far (what a worker needs)
 
     def table_fields(self) -> dict:
         return {"frames": self.frames, "faces": self.faces, "seconds": round(self.seconds, 3),
                 "fps": round(self.fps, 2), "cpu_seconds": round(self.cpu_seconds, 3), "worker": self.worker,
-                "started": _utc(self.started), "finished": _utc(self.finished)}
+                "started": _utc(self.started), "finished": _utc(self.finished),
+                "max_rss_mb": round(self.max_rss_mb, 1)}
 
 
 # ---------------------------------------------------------------------------------------- the worker
@@ -142,6 +144,12 @@ def _utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
 
 
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
 def _cpu_seconds() -> float:
     t = os.times()
     return t.user + t.system
@@ -168,7 +176,8 @@ def run_job(job: VideoJob) -> JobResult:
         staged["summary"].write_text(json.dumps(summary, indent=1, default=str) + "\n")
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         result = JobResult(job.video, "done", frames, faces, seconds, frames / seconds if seconds > 0 else 0.0,
-                           cpu, worker=worker, leftovers=leftovers, started=started, finished=time.time())
+                           cpu, worker=worker, leftovers=leftovers, started=started, finished=time.time(),
+                           max_rss_mb=_max_rss_mb())
         for kind, final in outputs.data_files.items():
             os.replace(staged[kind], final)
         write_marker(outputs.done, status="done", video=job.video, input_path=job.input,

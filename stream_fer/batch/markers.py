@@ -31,6 +31,14 @@ class VideoState(str, Enum):
 # --------------------------------------------------------------------------------------- atomic files
 
 
+def file_mode() -> int:
+    """The mode an ordinary new file gets here (0666 less the umask): temporary files are created 0600, and
+    a batch's outputs on a shared filesystem must stay readable as any other file would be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and one rename: a reader sees the
     old file or the whole new one, never part of it (also after a crash: the data is synced first)."""
@@ -42,6 +50,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

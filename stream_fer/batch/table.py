@@ -15,12 +15,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stream_fer.batch.markers import write_atomic
+from stream_fer.batch.markers import file_mode, write_atomic
 
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("video", "status", "this_run", "frames", "faces", "seconds", "fps", "cpu_seconds", "attempts",
-                 "error", "worker", "started", "finished", "input")
+                 "error", "worker", "started", "finished", "max_rss_mb", "input")
 VIDEO_COLUMN = "video"
 DATASET_METADATA_KEY = b"stream_fer_batch"
 
@@ -91,6 +91,7 @@ def write_dataset(path: Path, parts: Sequence[tuple[str, Path]]) -> bool:
                     else:
                         columns.append(pa.nulls(table.num_rows, field.type))
                 writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -110,3 +110,6 @@ def test_atomic_writes_leave_no_temporary_file(tmp_path: Path):
     write_atomic(target, b"two")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # readable like any new file, not 0600
