@@ -37,7 +37,7 @@ def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
 def _command_modules():
     import importlib
 
-    for name in ("fit", "evaluate", "template", "package"):
+    for name in ("fit", "evaluate", "template", "package", "trust"):
         try:
             yield importlib.import_module(f"stream_fer.train.{name}").register
         except ModuleNotFoundError as exc:  # a module not written yet must not block the others

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES, NUM_CLASSES
 from stream_fer.train.au_targets import split_maps
 from stream_fer.train.checkpoint import load_model
@@ -169,7 +170,7 @@ def _fmt(v) -> str:
 
 def register(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate a checkpoint on a FER+ split")
-    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint to evaluate (not with --product-path)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument("--json", type=Path, help="write the metrics here")
     parser.add_argument("--figure", type=Path, help="save per-class mean attention / CAM / AU map as a PNG")
@@ -178,10 +179,36 @@ def register(sub) -> None:
     parser.add_argument("--sample", type=int, default=0,
                         help="also record metrics on the first N images under 'sample' (checked by the tests)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--product-path", action="store_true",
+                        help="run each image the way the product does: MediaPipe landmarks on the upscaled image, "
+                             "aligned crop, the exported engine (train/product_path.py; cached)")
+    parser.add_argument("--model-dir", type=Path, help="with --product-path: the exported model folder "
+                                                       "(default: engines/default)")
     parser.set_defaults(handler=_eval)
 
 
+def _eval_product_path(args) -> int:
+    from stream_fer.train.product_path import product_path_metrics, run_split
+
+    split = load_ferplus(args.data)[args.split]
+    if args.limit:
+        split = split.subset(slice(0, args.limit))
+    metrics = {"model_dir": str(args.model_dir or "engines/default"), "split": args.split,
+               **product_path_metrics(run_split(split, args.model_dir))}
+    print(f"product path: faces found on {metrics['labelled_found']}/{metrics['labelled']} labelled images "
+          f"({metrics['coverage']:.1%}); metrics over those:")
+    print(format_report(metrics))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=1) + "\n")
+    return 0
+
+
 def _eval(args) -> int:
+    if args.product_path:
+        return _eval_product_path(args)
+    if args.checkpoint is None:
+        raise StreamFerError("eval needs --checkpoint (or --product-path to evaluate the exported engine)")
     model, _ = load_model(args.checkpoint, args.device)
     split = load_ferplus(args.data)[args.split]
     if args.limit:

@@ -1,0 +1,196 @@
+"""FER+ images run the way the product runs a face: MediaPipe landmarks on the upscaled image -> aligned crop
+(stream_fer.align) -> the shipped engine (ONNX Runtime) -> probabilities, attention, CAMs, and the
+analyzer's own attention-AU cosine and per-AU attention shares.
+
+What is slow (MediaPipe and the engine) is computed once per split, model and landmark model, and cached in
+the training cache as one .npz per split: whether a face was found, the engine's outputs, the landmarks in
+crop pixels and MediaPipe's 52 blendshape scores. Everything else (cosines of any class, shares, trust
+features) is derived from that cache with the run time's functions, so it follows code changes for free.
+
+The upscaled "frame" is the one the training landmark cache uses (train/landmarks.py ATTEMPTS: 192 px with a
+64 px border first; two fallbacks with histogram equalisation for faces the detector misses). MediaPipe
+sees the attempt's image; the crop is always cut from the un-equalised upscaled image, as the product would
+cut it from the frame it was given. Images where no attempt finds a face get no prediction (the product
+would show nothing), and are counted as not covered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream_fer.face.classes import CLASS_NAMES
+from stream_fer.train.data import FerSplit
+from stream_fer.train.paths import train_cache
+
+log = logging.getLogger(__name__)
+
+BLENDSHAPE_NAMES_KEY = "blendshape_names"
+CHUNK = 256  # images per engine call (and per progress step)
+FORMAT = "product-path-2"  # part of the cache key: bump when what is stored changes
+
+
+@dataclass(frozen=True)
+class ProductPathOutputs:
+    """Per image of a split, in the split's order. Rows where `found` is False are zeros."""
+
+    keys: np.ndarray  # (N,) str
+    labels: np.ndarray  # (N,) majority label, -1 where none
+    found: np.ndarray  # (N,) bool: MediaPipe found a face
+    probs: np.ndarray  # (N, K) float32
+    attention: np.ndarray  # (N, h, w) float32
+    cams: np.ndarray  # (N, K, h, w) float32
+    crop_points: np.ndarray  # (N, 478, 2) float32, landmarks in crop pixels
+    crops: np.ndarray  # (N, S, S) uint8, what the engine was given
+    blendshapes: np.ndarray  # (N, 52) float32, columns named by blendshape_names
+    blendshape_names: tuple[str, ...]
+    crop_size: int
+
+    def blendshape_dict(self, i: int) -> dict[str, float]:
+        return {n: float(v) for n, v in zip(self.blendshape_names, self.blendshapes[i])}
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path) -> Path:
+    from stream_fer.train.landmarks import ATTEMPTS
+
+    digest = hashlib.sha1(FORMAT.encode())
+    digest.update(repr(ATTEMPTS).encode())
+    digest.update(_file_digest(Path(model_dir) / "model.onnx").encode())
+    digest.update(_file_digest(landmarker_path).encode())
+    digest.update(np.ascontiguousarray(split.keys.astype("U")).tobytes())
+    return train_cache() / f"product_path-{split.name}-{digest.hexdigest()[:12]}.npz"
+
+
+def _landmark_one(img: np.ndarray, landmarker):
+    """(frame RGB, FaceLandmarks) of the first attempt that finds a face, or None."""
+    from stream_fer.train.landmarks import ATTEMPTS, _attempt_image
+
+    for size, pad, equalise, fill in ATTEMPTS:
+        faces = landmarker.detect(_attempt_image(img, size, pad, equalise, fill))
+        if faces:
+            # MediaPipe may have needed the equalised image; the engine gets the original pixels.
+            return _attempt_image(img, size, pad, False, fill), faces[0]
+    return None
+
+
+def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None) -> ProductPathOutputs:
+    """The product path over a whole split (cached; one process, one engine thread)."""
+    from tqdm import tqdm
+
+    from stream_fer.align import align_faces
+    from stream_fer.engines import default_model_dir
+    from stream_fer.engines.select import load_engine
+    from stream_fer.face.alignment import apply_affine
+    from stream_fer.landmarks import Landmarker
+    from stream_fer.model_files import resolve_landmarker
+
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    lm_path = Path(resolve_landmarker(landmarker_path))
+    path = cache_path(split, model_dir, lm_path)
+    if path.exists():
+        return _load(path, split)
+    engine = load_engine(model_dir, "onnxruntime", threads=1)
+    size, k, m = engine.info.input_size, len(engine.info.class_names), engine.info.map_size
+    n = len(split)
+    found = np.zeros(n, dtype=bool)
+    probs = np.zeros((n, k), np.float32)
+    attention = np.zeros((n, m, m), np.float32)
+    cams = np.zeros((n, k, m, m), np.float16)
+    crop_points = np.zeros((n, 478, 2), np.float32)
+    all_crops = np.zeros((n, size, size), np.uint8)
+    names: list[str] = []
+    shapes = np.zeros((n, 52), np.float32)
+    with Landmarker(lm_path, mode="image", max_faces=1, min_detection_confidence=0.2) as landmarker:
+        for start in tqdm(range(0, n, CHUNK), desc=f"product path {split.name}", unit="chunk", mininterval=5):
+            rows, crops = [], []
+            for i in range(start, min(n, start + CHUNK)):
+                hit = _landmark_one(split.images[i], landmarker)
+                if hit is None:
+                    continue
+                frame, face = hit
+                crop, matrix = align_faces(frame, [face.points], size)
+                crop_points[i] = apply_affine(matrix[0], face.points)
+                all_crops[i] = crop[0]
+                if not names:
+                    names = sorted(face.blendshapes)
+                shapes[i] = [face.blendshapes.get(b, 0.0) for b in names]
+                rows.append(i)
+                crops.append(crop[0])
+            if rows:
+                out = engine.infer(np.stack(crops))
+                found[rows] = True
+                probs[rows], attention[rows], cams[rows] = out.probs, out.attention, out.cams
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
+    np.savez_compressed(tmp, keys=split.keys, found=found, probs=probs, attention=attention, cams=cams,
+                        crop_points=crop_points, crops=all_crops, blendshapes=shapes, crop_size=np.int64(size),
+                        **{BLENDSHAPE_NAMES_KEY: np.array(names or [""] * 52)})
+    tmp.replace(path)
+    log.info("product path %s: faces found on %d/%d images", split.name, found.sum(), n)
+    return _load(path, split)
+
+
+def _load(path: Path, split: FerSplit) -> ProductPathOutputs:
+    with np.load(path, allow_pickle=False) as z:
+        if not np.array_equal(z["keys"], split.keys):
+            raise ValueError(f"{path} does not belong to this split")
+        return ProductPathOutputs(
+            keys=z["keys"], labels=split.labels, found=z["found"], probs=z["probs"], attention=z["attention"],
+            cams=z["cams"].astype(np.float32), crop_points=z["crop_points"], crops=z["crops"],
+            blendshapes=z["blendshapes"],
+            blendshape_names=tuple(str(s) for s in z[BLENDSHAPE_NAMES_KEY]), crop_size=int(z["crop_size"]))
+
+
+def true_class_maps(out: ProductPathOutputs) -> tuple[np.ndarray, np.ndarray]:
+    """The true class's AU map on each crop (as training's evaluation draws it, at the crop size) and
+    whether there is one (a face found, a non-neutral majority label)."""
+    from stream_fer.face.au_maps import expression_map
+
+    s = out.crop_size
+    maps = np.zeros((len(out.keys), s, s), np.float32)
+    valid = np.zeros(len(out.keys), dtype=bool)
+    for i in np.flatnonzero(out.found & (out.labels >= 0)):
+        au_map = expression_map(out.crop_points[i], s, CLASS_NAMES[out.labels[i]], s)
+        if au_map is not None:
+            maps[i], valid[i] = au_map, True
+    return maps, valid
+
+
+def product_path_metrics(out: ProductPathOutputs) -> dict:
+    """train.evaluate's metrics over the images where the product found a face, plus the coverage."""
+    from stream_fer.train.evaluate import compute_metrics
+
+    maps, valid = true_class_maps(out)
+    keep = out.found
+    metrics = compute_metrics(out.labels[keep], out.probs[keep], out.attention[keep], out.cams[keep], maps[keep],
+                              valid[keep])
+    labelled = out.labels >= 0
+    return {"path": "product", "faces_found": int(keep.sum()), "images": int(len(keep)),
+            "labelled": int(labelled.sum()), "labelled_found": int((labelled & keep).sum()),
+            "coverage": float((labelled & keep).sum() / max(1, labelled.sum())), **metrics}
+
+
+def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.ndarray:
+    """(N, K) the engine's probabilities for each crop mirrored left-right (zeros where no face), as the
+    analyzer computes them for the trust score."""
+    from stream_fer.engines.select import load_engine
+
+    engine = load_engine(model_dir, "onnxruntime", threads=1)
+    probs = np.zeros_like(out.probs)
+    rows = np.flatnonzero(out.found)
+    for start in range(0, len(rows), CHUNK):
+        part = rows[start : start + CHUNK]
+        probs[part] = engine.infer(np.ascontiguousarray(out.crops[part][:, :, ::-1])).probs
+    return probs
