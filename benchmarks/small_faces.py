@@ -17,7 +17,7 @@ Last line: `small faces: recall R at >=48 px, agreement A, fps F (large-face cli
 pool the small faces >= 48 px (not the large one), F is the composed video's fps with the search, and C the
 large-face clip's CPU per frame change at the default settings.
 
-    python benchmarks/small_faces.py [--frames 150] [--min-face 40] [--repeats 3] [--large-frames 240]
+    python benchmarks/small_faces.py [--frames 150] [--min-face 40] [--repeats 3] [--large-frames 472]
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=150, help="length of the composed 1080p video")
     parser.add_argument("--min-face", type=float, default=DEFAULT_MIN_FACE)
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side on the large-face clip")
-    parser.add_argument("--large-frames", type=int, default=240, help="frames of the large-face clip per run")
+    parser.add_argument("--large-frames", type=int, default=472, help="frames of the large-face clip (all: 472)")
     parser.add_argument("--keep", type=Path, help="also write the composed video here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

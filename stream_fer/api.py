@@ -91,6 +91,16 @@ def _check_analysis_options(max_faces: int, threads: int, smoothing: str, smooth
     make_smoother(smoothing, smoothing_strength)  # a bad name or strength fails before the model loads
 
 
+# Faces down to this height (px) are looked for; stream_fer.discovery.DEFAULT_MIN_FACE, written out here so
+# `import stream_fer` does not load OpenCV (tests/test_small_faces.py checks the two agree).
+DEFAULT_MIN_FACE = 40
+
+
+def _check_min_face(min_face) -> None:
+    if isinstance(min_face, bool) or not isinstance(min_face, (int, float)) or not min_face >= 0:
+        raise StreamFerError(f"min_face must be a face height in px >= 0 (0: no small-face search), not {min_face!r}")
+
+
 def _load_engine(engine, model, backend: str, threads: int, announce: Callable[[str], None] | None):
     if engine is not None:
         return engine
@@ -525,7 +535,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
             max_frames: int | None = None, audio: bool = True, progress: bool = False, engine=None,
             fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = "superfast",
-            announce: Callable[[str], None] | None = None) -> Results:
+            announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE) -> Results:
     """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an
     iterable of (H, W, 3) uint8 arrays, stamped at `fps`, default 30).
 
@@ -540,13 +550,17 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     `smoothing_strength` in [0, 1]; `backend` ("auto", "onnxruntime", "tensorrt", "torch", ...), `model`
     an exported model folder (default: the shipped model), `threads` for CPU inference, `landmarker` a
     face_landmarker.task; `engine` an already loaded engine to share (then backend/model/threads are not
-    used). Video: `overlays` (see overlay_options), `max_frames`, `audio` (copy the input's), `crf` and
-    `preset` (x264), `reconnect` (RTSP attempts). `progress` shows a progress bar; `announce(line)` is
-    called with the start-up lines (backend chosen, input -> outputs).
+    used); `min_face` the smallest face height in px to look for (default 40; faces smaller than about a
+    sixth of the frame are found by a tiled search, which costs nothing while max_faces faces are in view;
+    0: the whole-frame detector only, see stream_fer.discovery). Video: `overlays` (see overlay_options),
+    `max_frames`, `audio` (copy the input's), `crf` and `preset` (x264), `reconnect` (RTSP attempts).
+    `progress` shows a progress bar; `announce(line)` is called with the start-up lines (backend chosen,
+    input -> outputs).
 
     Raises StreamFerError (one line a user can act on) for bad input, before any heavy work where it can.
     """
     _check_analysis_options(max_faces, threads, smoothing, smoothing_strength, max_frames)
+    _check_min_face(min_face)
     paths = _check_outputs(source, {"out": out, "csv": csv, "jsonl": jsonl, "parquet": parquet,
                                     "report": report})
     if "report" in paths and paths["report"].suffix.lower() not in (".html", ".htm"):
@@ -567,13 +581,14 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
 
         analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces, smoothing=smoothing,
                                  smoothing_strength=smoothing_strength, overlays=options,
-                                 mode="image" if info.codec == "image" else "video")
+                                 mode="image" if info.codec == "image" else "video", min_face=min_face)
     except BaseException:
         _discard(sinks)
         src.close()
         raise
-    settings = {"max_faces": max_faces, "smoothing": smoothing, "smoothing_strength": smoothing_strength,
-                "backend": backend, "threads": threads, "max_frames": max_frames,
+    settings = {"max_faces": max_faces, "min_face": min_face, "smoothing": smoothing,
+                "smoothing_strength": smoothing_strength, "backend": backend, "threads": threads,
+                "max_frames": max_frames,
                 "overlays": dataclasses.asdict(options), "landmarker": str(landmarker) if landmarker else "default"}
     metadata = run_metadata(loaded, info, settings, model)
     for sink in sinks:
@@ -611,17 +626,19 @@ class Analyzer:
     def __init__(self, *, max_faces: int = 1, smoothing: str = "ema", smoothing_strength: float = 0.6,
                  backend: str = "auto", model: str | os.PathLike | None = None, threads: int = 1,
                  mode: str = "video", overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
-                 engine=None, landmarker: str | os.PathLike | None = None) -> None:
+                 engine=None, landmarker: str | os.PathLike | None = None,
+                 min_face: float = DEFAULT_MIN_FACE) -> None:
         if mode not in ("video", "image"):
             raise StreamFerError(f"mode must be 'video' or 'image', not {mode!r}")
         _check_analysis_options(max_faces, threads, smoothing, smoothing_strength)
+        _check_min_face(min_face)
         options = overlay_options(overlays)
         loaded = _load_engine(engine, model, backend, threads, None)
         from stream_fer.analyzer import FrameAnalyzer
 
         self._analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces,
                                        smoothing=smoothing, smoothing_strength=smoothing_strength,
-                                       overlays=options, mode=mode)
+                                       overlays=options, mode=mode, min_face=min_face)
         self.mode = mode
         self._index = 0
         self._last_ms: int | None = None

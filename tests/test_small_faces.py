@@ -174,3 +174,36 @@ print("ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
     assert result.stderr == ""
+
+
+def test_one_default_min_face_in_the_api_the_cli_and_the_analyzer():
+    import inspect
+
+    import stream_fer
+    from stream_fer.cli import build_parser
+    from stream_fer.discovery import DEFAULT_MIN_FACE
+
+    assert inspect.signature(FrameAnalyzer).parameters["min_face"].default == DEFAULT_MIN_FACE
+    assert inspect.signature(stream_fer.analyze).parameters["min_face"].default == DEFAULT_MIN_FACE
+    assert inspect.signature(stream_fer.Analyzer).parameters["min_face"].default == DEFAULT_MIN_FACE
+    assert build_parser().parse_args(["run", "in.mp4", "--csv", "x.csv"]).min_face == DEFAULT_MIN_FACE
+    with pytest.raises(StreamFerError, match="min_face"):
+        stream_fer.Analyzer(min_face=-5)
+
+
+def test_cli_min_face_finds_the_small_face(cli, tmp_path, smile, landmarker_model):
+    """`stream-fer run IMAGE --min-face PX`: the small face in an HD picture is in the rows; with 0 it is not."""
+    canvas = np.full((HD[1], HD[0], 3), 30, np.uint8)
+    _place(canvas, smile.rgb, 56, _face_px(smile), (900, 420))
+    picture = tmp_path / "far.png"
+    cv2.imwrite(str(picture), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    rows = {}
+    for min_face in (40, 0):
+        out = tmp_path / f"rows_{min_face}.csv"
+        result = cli(picture, "--csv", out, "--min-face", min_face, "--landmarker", landmarker_model, "--no-progress")
+        assert result.returncode == 0, result.stderr
+        rows[min_face] = out.read_text().splitlines()
+    header = rows[40][0].split(",")
+    label = header.index("label")
+    assert [line.split(",")[label] for line in rows[40][1:]] == ["happiness"]
+    assert all(not line.split(",")[label] for line in rows[0][1:])  # one empty row: no face

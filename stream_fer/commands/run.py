@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     model.add_argument("--landmarker", metavar="PATH", help="face_landmarker.task (default: resolved and verified)")
     analysis = parser.add_argument_group("analysis")
     analysis.add_argument("--max-faces", type=int, default=1, metavar="N", help="faces per frame (default: 1)")
+    analysis.add_argument("--min-face", type=float, default=40, metavar="PX",  # stream_fer.api.DEFAULT_MIN_FACE
+                          help="smallest face height to look for, in pixels (default: 40; faces under about a "
+                               "sixth of the frame are searched for in tiles, at no cost while --max-faces faces "
+                               "are in view; 0: the whole-frame detector only)")
     analysis.add_argument("--smoothing", default="ema", metavar="NAME",
                           help="temporal smoothing: none, ema, window, one_euro (default: ema)")
     analysis.add_argument("--smoothing-strength", type=float, default=0.6, metavar="X",
@@ -85,6 +89,8 @@ def _run(args: argparse.Namespace) -> int:
         raise StreamFerError("nothing to write: give --out, --csv, --jsonl, --parquet and/or --report")
     if args.max_faces < 1:
         raise StreamFerError("--max-faces must be at least 1")
+    if not args.min_face >= 0:
+        raise StreamFerError("--min-face must be a face height in pixels >= 0 (0: no small-face search)")
     if args.threads < 1:
         raise StreamFerError("--threads must be at least 1")
     if args.max_frames is not None and args.max_frames < 1:
@@ -103,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             backend=args.backend, model=args.model, threads=args.threads, landmarker=args.landmarker,
             overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
             progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
-            announce=announce)
+            announce=announce, min_face=args.min_face)
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))
         raise KeyboardInterrupt from None
