@@ -30,7 +30,7 @@ from stream_fer.align import align_faces
 from stream_fer.discovery import DEFAULT_MIN_FACE
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
-from stream_fer.face.au_maps import map_from_masks, region_masks
+from stream_fer.face.au_maps import map_from_masks, region_mask_stack
 from stream_fer.face.geometry import face_frame
 from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.landmarks import FaceLandmarks, Landmarker
@@ -41,6 +41,7 @@ from stream_fer.tracking import FaceTracker
 log = logging.getLogger(__name__)
 
 ALL_AUS = tuple(ACTION_UNITS.values())
+ALL_AU_NUMBERS = tuple(au.number for au in ALL_AUS)
 STAGES = ("landmarks", "classify", "track", "render")
 
 
@@ -94,8 +95,8 @@ def _upsampled(attention: np.ndarray, crop_size: int) -> np.ndarray:
 
 def crop_au_masks(crop_points: np.ndarray, crop_size: int) -> dict[int, np.ndarray]:
     """Hard masks of all 18 AU regions on the crop: computed once per face, used for the shares and
-    the cosine."""
-    return region_masks(crop_points, crop_size, ALL_AUS, crop_size)
+    the cosine (views into one (18, S, S) array)."""
+    return dict(zip(ALL_AU_NUMBERS, region_mask_stack(crop_points, crop_size, ALL_AUS, crop_size)))
 
 
 def attention_au_cosine(attention: np.ndarray, crop_points: np.ndarray, crop_size: int,
@@ -125,7 +126,12 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     masks = masks if masks is not None else crop_au_masks(crop_points, crop_size)
     att = np.maximum(_upsampled(attention, crop_size), 0.0)
     total = float(att.sum())
-    return {n: (float(att[m].sum()) / total if total > 0 else 0.0) for n, m in masks.items()}
+    if not masks or total <= 0:
+        return dict.fromkeys(masks, 0.0)
+    # All regions' sums in one product (the masks as 0/1 rows against the attention's pixels).
+    stack = np.stack(list(masks.values())).reshape(len(masks), -1)
+    sums = stack.astype(np.float64) @ att.ravel()
+    return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
 class FrameAnalyzer:

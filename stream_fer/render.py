@@ -128,14 +128,19 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     x, y = int(round(x + layer.dx)), int(round(y + layer.dy))
     h, w = layer.keep.shape[:2]
     H, W = canvas.shape[:2]
+    if x >= 0 and y >= 0 and x + w <= W and y + h <= H:  # the usual case: wholly inside, no clipping
+        dst = canvas[y:y + h, x:x + w]
+        out = dst * layer.keep  # uint8 * float32 -> float32 in one pass
+        out += layer.add
+        np.copyto(dst, out, casting="unsafe")  # truncation; `add` carries the +0.5 that makes it rounding
+        return
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
     if x1 <= x0 or y1 <= y0:
         return
     dst = canvas[y0:y1, x0:x1]
-    out = dst.astype(np.float32)
-    out *= layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
+    out = dst * layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
     out += layer.add[y0 - y:y1 - y, x0 - x:x1 - x]
-    np.copyto(dst, out, casting="unsafe")  # truncation; `add` carries the +0.5 that makes it rounding
+    np.copyto(dst, out, casting="unsafe")
 
 
 def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colour: Colour,
@@ -176,10 +181,19 @@ def fill_rounded(canvas: np.ndarray, x: int, y: int, w: int, h: int, radius: int
     _composite(canvas, int(x), int(y), _rounded_layer(int(w), int(h), int(radius), tuple(colour), float(opacity)))
 
 
+@lru_cache(maxsize=4)
+def _colormap_rgb(colormap: int) -> np.ndarray:
+    """OpenCV's colour map as a (256, 3) RGB table: one lookup instead of applyColorMap + BGR -> RGB."""
+    table = cv2.cvtColor(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], colormap), cv2.COLOR_BGR2RGB)
+    table = np.ascontiguousarray(table[:, 0])
+    table.setflags(write=False)
+    return table
+
+
 def _heat_rgb(values: np.ndarray, colormap: int = cv2.COLORMAP_TURBO) -> np.ndarray:
     """values in [0, 1] (H, W) -> RGB uint8 (H, W, 3)."""
     u8 = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(u8, colormap), cv2.COLOR_BGR2RGB)
+    return _colormap_rgb(colormap)[u8]
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
@@ -250,7 +264,14 @@ def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opaci
     if (sw, sh) != (rw, rh):
         alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
         colours = cv2.resize(colours, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    dst = canvas[y0:y1, x0:x1]
+    # Blend only the rows and columns where alpha is non-zero (the face's outline, not the whole crop
+    # footprint): elsewhere the blend would give back the frame's own pixels.
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if not len(rows):
+        return
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    alpha, colours = alpha[r0:r1, c0:c1], colours[r0:r1, c0:c1]
+    dst = canvas[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
     dst[:] = cv2.blendLinear(colours, dst, alpha, 1.0 - alpha)
 
 
