@@ -484,13 +484,11 @@ class Results:
         """One row per face per frame (a frame without faces: one row with the face columns empty), the
         columns of the CSV with the dtypes of stream_fer.results; `df.attrs["stream_fer"]` is `metadata`."""
         if self._frame is None:
-            if self._run.collector is None and self._run.state == "ready":
-                raise StreamFerError("rows are kept only for finite sources: give max_frames, or write them with "
-                                     "csv=/parquet= and read them back with stream_fer.read_results")
-            self.finish()
             if self._run.collector is None:
-                raise StreamFerError("rows are kept only for finite sources: give max_frames, or write them "
-                                     "with csv=/parquet= and read them back with stream_fer.read_results")
+                raise StreamFerError("the rows of this run were not kept (a live source without max_frames, or "
+                                     "keep_rows=False): write them with csv=/parquet= and read them back with "
+                                     "stream_fer.read_results")
+            self.finish()
             from stream_fer.results import table_to_pandas
 
             self._frame = table_to_pandas(self._run.collector.table())
@@ -535,7 +533,8 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
             max_frames: int | None = None, audio: bool = True, progress: bool = False, engine=None,
             fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = "superfast",
-            announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE) -> Results:
+            announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE,
+            keep_rows: bool | None = None) -> Results:
     """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an
     iterable of (H, W, 3) uint8 arrays, stamped at `fps`, default 30).
 
@@ -554,8 +553,9 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     sixth of the frame are found by a tiled search, which costs nothing while max_faces faces are in view;
     0: the whole-frame detector only, see stream_fer.discovery). Video: `overlays` (see overlay_options),
     `max_frames`, `audio` (copy the input's), `crf` and `preset` (x264), `reconnect` (RTSP attempts).
-    `progress` shows a progress bar; `announce(line)` is called with the start-up lines (backend chosen,
-    input -> outputs).
+    `keep_rows` keeps the rows in memory for to_pandas() (default: for finite sources, and live ones with
+    max_frames; False saves the memory when only the files are wanted). `progress` shows a progress bar;
+    `announce(line)` is called with the start-up lines (backend chosen, input -> outputs).
 
     Raises StreamFerError (one line a user can act on) for bad input, before any heavy work where it can.
     """
@@ -563,8 +563,12 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     _check_min_face(min_face)
     paths = _check_outputs(source, {"out": out, "csv": csv, "jsonl": jsonl, "parquet": parquet,
                                     "report": report})
-    if "report" in paths and paths["report"].suffix.lower() not in (".html", ".htm"):
-        raise StreamFerError(f"the report is an HTML file: name it .html, not {paths['report'].name}")
+    if "report" in paths:
+        from stream_fer.report import require_matplotlib
+
+        if paths["report"].suffix.lower() not in (".html", ".htm"):
+            raise StreamFerError(f"the report is an HTML file: name it .html, not {paths['report'].name}")
+        require_matplotlib()
     options = overlay_options(overlays)
     src = _open_source(source, fps, reconnect)
     info = src.info
@@ -595,7 +599,8 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
         if isinstance(sink, ParquetSink):
             sink.metadata = metadata
     run = _Run(src, analyzer, sinks, rows_of, render="out" in paths, max_frames=max_frames, progress=progress,
-               keep_rows=not info.live or max_frames is not None, report=paths.get("report"), metadata=metadata)
+               keep_rows=(not info.live or max_frames is not None) if keep_rows is None else keep_rows,
+               report=paths.get("report"), metadata=metadata)
     results = Results(run, paths)
     if not paths:
         return results

@@ -427,14 +427,19 @@ def build_report(df: pd.DataFrame, metadata: dict | None = None, keyframes: KeyF
             + "".join(parts) + "</main></body></html>")
 
 
-def write_report(path: str | os.PathLike, df: pd.DataFrame, metadata: dict | None = None,
-                 keyframes: KeyFrames | None = None, title: str = "stream-fer report",
-                 class_names: tuple[str, ...] = CLASS_NAMES, why_no_keyframes: str | None = None) -> Path:
-    """Write the report (under a temporary name, renamed into place) and return its path."""
+def require_matplotlib() -> None:
+    """One StreamFerError, before any work, where the report's plotting library is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise StreamFerError("the report needs matplotlib: pip install 'stream-fer[report]'") from None
+
+
+def write_report(path: str | os.PathLike, df: pd.DataFrame, metadata: dict | None = None,
+                 keyframes: KeyFrames | None = None, title: str = "stream-fer report",
+                 class_names: tuple[str, ...] = CLASS_NAMES, why_no_keyframes: str | None = None) -> Path:
+    """Write the report (under a temporary name, renamed into place) and return its path."""
+    require_matplotlib()
     p = Path(path)
     if keyframes is None and why_no_keyframes is None:
         why_no_keyframes = "No key frames: these results came without their video."

@@ -25,7 +25,7 @@ def _report(args) -> int:
     from pathlib import Path
 
     from stream_fer.errors import StreamFerError
-    from stream_fer.report import MAX_TRACKS, keyframes_from_video, write_report
+    from stream_fer.report import MAX_TRACKS, keyframes_from_video, require_matplotlib, write_report
     from stream_fer.results import read_results
     from stream_fer.sinks import check_writable
 
@@ -34,6 +34,7 @@ def _report(args) -> int:
         raise StreamFerError(f"--out {out}: the report is an HTML file, name it .html")
     if args.video and not Path(args.video).is_file():
         raise StreamFerError(f"video not found: {args.video}")
+    require_matplotlib()
     check_writable(out)
     df = read_results(args.results)
     meta = df.attrs.get("stream_fer") or {}

@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             backend=args.backend, model=args.model, threads=args.threads, landmarker=args.landmarker,
             overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
             progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
-            announce=announce, min_face=args.min_face)
+            announce=announce, min_face=args.min_face, keep_rows=False)  # the files are the output
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))
         raise KeyboardInterrupt from None

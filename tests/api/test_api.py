@@ -182,3 +182,51 @@ def test_read_results_rejects_what_it_cannot_read(tmp_path):
     (tmp_path / "x.parquet").write_text("not parquet")
     with pytest.raises(StreamFerError, match="not a readable"):
         stream_fer.read_results(tmp_path / "x.parquet")
+
+
+def _sample_frames(sample_video, n: int) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(sample_video)) as container:
+        return [f.to_ndarray(format="rgb24") for _, f in zip(range(n), container.decode(video=0))]
+
+
+def test_ctrl_c_closes_every_output_readable(sample_video, landmarker_model, tmp_path):
+    import os
+    import signal
+
+    from stream_fer.api import AnalysisInterrupted
+
+    frames = _sample_frames(sample_video, 24)
+
+    def frames_then_ctrl_c():
+        for i in range(10_000):
+            if i == 30:  # the run is under way: Ctrl-C, as a user would press it
+                os.kill(os.getpid(), signal.SIGINT)
+            yield frames[i % len(frames)]
+
+    paths = {"csv": tmp_path / "rows.csv", "parquet": tmp_path / "rows.parquet", "report": tmp_path / "r.html"}
+    with pytest.raises(AnalysisInterrupted) as caught:
+        stream_fer.analyze(frames_then_ctrl_c(), **paths, backend="onnxruntime", landmarker=landmarker_model)
+    assert isinstance(caught.value, KeyboardInterrupt) and caught.value.results.interrupted
+    written = stream_fer.read_results(paths["parquet"])
+    assert 30 <= len(written) < 100  # every frame read was finished and written, then it stopped
+    pd.testing.assert_frame_equal(written, stream_fer.read_results(paths["csv"]))
+    pd.testing.assert_frame_equal(written, caught.value.results.to_pandas())
+    assert "Track 1" in paths["report"].read_text()
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_an_error_mid_run_leaves_readable_rows_up_to_there(sample_video, landmarker_model, tmp_path):
+    frames = _sample_frames(sample_video, 12)
+
+    def frames_then_a_bad_one():
+        yield from frames
+        yield np.zeros((4, 4), dtype=np.uint8)  # not an RGB frame
+
+    paths = {"csv": tmp_path / "rows.csv", "parquet": tmp_path / "rows.parquet"}
+    with pytest.raises(StreamFerError, match="uint8 RGB"):
+        stream_fer.analyze(frames_then_a_bad_one(), **paths, backend="onnxruntime", landmarker=landmarker_model)
+    written = stream_fer.read_results(paths["parquet"])
+    assert written["frame_index"].tolist() == list(range(12))
+    pd.testing.assert_frame_equal(written, stream_fer.read_results(paths["csv"]))
