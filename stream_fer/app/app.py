@@ -5,8 +5,11 @@ stream_fer.app.handlers, which runs the CLI's own per-frame analysis and pipelin
 
 Safety: binds 127.0.0.1 unless told otherwise; uploads are capped (launch's max_file_size); handlers
 read only files gradio itself received (no path typed into the page is ever opened); stream URLs must be
-rtsp://; each visitor's analyzers live in that visitor's gr.State, and events run concurrently across
-visitors (each event has its own concurrency limit, so a long file job never blocks a webcam stream).
+rtsp://; each visitor's live analyzers are kept by the app's Visitors registry under Gradio's session hash
+(released when the page closes, through the unload event, or after an idle time; capped in number), and
+events run concurrently across visitors (each event has its own concurrency limit, so a long file job
+never blocks a webcam stream). Images a response returns are written to files of their own
+(stream_fer.app.outputs), so identical requests never share an output file.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from stream_fer.app.handlers import AppHandlers, close_session
+from stream_fer.app.handlers import AppHandlers
+from stream_fer.app.outputs import response_image
 from stream_fer.app.ports import check_port_free
 from stream_fer.app.sessions import AnalyzerFactory, EnginePool, overlay_choices
 from stream_fer.app.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     MAX_FACES_LIMIT,
+    AnalysisSettings,
     AppConfig,
 )
 from stream_fer.errors import StreamFerError
@@ -36,8 +41,7 @@ log = logging.getLogger(__name__)
 # How many events of each kind may run at once, over all visitors. Live events are short (one frame);
 # file jobs are long and CPU-bound, so few run at a time and the rest wait in the queue.
 LIVE_CONCURRENCY = 16
-FILE_CONCURRENCY = 2
-IMAGE_CONCURRENCY = 4
+FILE_CONCURRENCY = 2  # photos: AppConfig.image_analyzers at once, one shared analyzer each
 
 INTRO = """# stream-fer
 Facial-expression analysis you can check: every prediction comes with where the model looked, the
@@ -91,12 +95,17 @@ class _Panels:
 def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None = None,
               handlers: AppHandlers | None = None) -> gr.Blocks:
     """The page. `factory` (engines + landmarker) is shared by every visitor; it is built from `config`
-    when not given. The default backend's engine is loaded now, so a missing model fails at start-up."""
+    when not given. The default backend's engine is loaded now and one photo analyzer is built and run
+    (kept in the shared pool), so a missing model fails at start-up and MediaPipe's one-time set-up is
+    not charged to the first visitor. `demo.handlers` is the page's AppHandlers (its Visitors accounting)."""
     config = config or AppConfig()
     if factory is None:
         factory = AnalyzerFactory(EnginePool(config.model_dir), config.landmarker_path)
     default_engine = factory.engines.get(config.backend)
     handlers = handlers or AppHandlers(config, factory, skip=gr.skip)
+    import numpy as np
+
+    handlers.images.analyse(np.zeros((64, 64, 3), np.uint8), AnalysisSettings(backend=config.backend))
     overlay_names, overlay_defaults = overlay_choices()
     from stream_fer.smoothing import SMOOTHING_STRATEGIES
 
@@ -124,7 +133,6 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
 
         with gr.Tabs():
             with gr.Tab("Webcam", id="webcam"):
-                cam_state = gr.State(None, delete_callback=close_session)
                 cam_panels = _Panels("webcam")
                 with gr.Row():
                     with gr.Column(scale=3):
@@ -136,14 +144,18 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                         cam_panels.explanation.render()
                     with gr.Column(scale=2):
                         cam_panels.render_side()
-                cam_in.stream(_user_errors(handlers.webcam), [cam_in, cam_state, *controls, selected],
-                              [cam_state, cam_out, *cam_panels.outputs], api_name="webcam",
+                def webcam(frame, backend_, faces_, smoothing_, strength_, overlays_, selected_,
+                           request: gr.Request):
+                    return handlers.webcam(frame, request.session_hash, backend_, faces_, smoothing_, strength_,
+                                           overlays_, selected_)
+
+                cam_in.stream(_user_errors(webcam), [cam_in, *controls, selected],
+                              [cam_out, *cam_panels.outputs], api_name="webcam",
                               stream_every=1.0 / config.webcam_fps, time_limit=config.stream_time_limit_s,
                               concurrency_limit=LIVE_CONCURRENCY, concurrency_id="webcam",
                               show_progress="hidden")
 
             with gr.Tab("RTSP", id="rtsp"):
-                rtsp_state = gr.State(None, delete_callback=close_session)
                 rtsp_panels = _Panels("rtsp")
                 timer = gr.Timer(config.rtsp_poll_s, active=False)
                 with gr.Row():
@@ -160,24 +172,23 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                     with gr.Column(scale=2):
                         rtsp_panels.render_side()
 
-                def rtsp_start(url_, session, backend_, faces_, smoothing_, strength_, overlays_):
-                    session, status = handlers.rtsp_start(url_, session, backend_, faces_, smoothing_, strength_,
-                                                          overlays_)
-                    return session, status, gr.Timer(active=True)
+                def rtsp_start(url_, backend_, faces_, smoothing_, strength_, overlays_, request: gr.Request):
+                    status = handlers.rtsp_start(url_, request.session_hash, backend_, faces_, smoothing_,
+                                                 strength_, overlays_)
+                    return status, gr.Timer(active=True)
 
-                def rtsp_poll(session, face):
-                    *values, running = handlers.rtsp_poll(session, face)
+                def rtsp_poll(face, request: gr.Request):
+                    *values, running = handlers.rtsp_poll(request.session_hash, face)
                     return (*values, gr.Timer(active=bool(running)))
 
-                def rtsp_stop(session):
-                    session, status = handlers.rtsp_stop(session)
-                    return session, status, gr.Timer(active=False)
+                def rtsp_stop(request: gr.Request):
+                    return handlers.rtsp_stop(request.session_hash), gr.Timer(active=False)
 
-                start.click(_user_errors(rtsp_start), [url, rtsp_state, *controls], [rtsp_state, rtsp_status, timer],
+                start.click(_user_errors(rtsp_start), [url, *controls], [rtsp_status, timer],
                             api_name="rtsp_start", concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
-                stop.click(rtsp_stop, [rtsp_state], [rtsp_state, rtsp_status, timer], api_name="rtsp_stop",
+                stop.click(rtsp_stop, None, [rtsp_status, timer], api_name="rtsp_stop",
                            concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
-                timer.tick(rtsp_poll, [rtsp_state, selected], [rtsp_out, *rtsp_panels.outputs, rtsp_status, timer],
+                timer.tick(rtsp_poll, [selected], [rtsp_out, *rtsp_panels.outputs, rtsp_status, timer],
                            api_visibility="private", show_progress="hidden",
                            concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-poll")
 
@@ -208,7 +219,6 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                                 concurrency_limit=FILE_CONCURRENCY, concurrency_id="video")
 
             with gr.Tab("Image", id="image"):
-                image_state = gr.State(None, delete_callback=close_session)
                 with gr.Row():
                     with gr.Column(scale=1):
                         image_in = gr.Image(sources=["upload", "clipboard"], type="numpy", image_mode="RGB",
@@ -225,9 +235,21 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                     image_panels.blendshapes.render()
                     image_panels.au_share.render()
 
-                gr.on([run_image.click, image_in.upload], _user_errors(handlers.image),
-                      [image_in, image_state, *controls, selected], [image_state, image_out, *image_panels.outputs],
-                      api_name="image", concurrency_limit=IMAGE_CONCURRENCY, concurrency_id="image")
+                def image(rgb, *controls_and_face):
+                    annotated, probs, explanation, *rest = handlers.image(rgb, *controls_and_face)
+                    # files of this response's own: identical requests must not rewrite each other's output
+                    return (response_image(annotated, "annotated"), probs,
+                            response_image(explanation, "explanation"), *rest)
+
+                gr.on([run_image.click, image_in.upload], _user_errors(image),
+                      [image_in, *controls, selected], [image_out, *image_panels.outputs],
+                      api_name="image", concurrency_limit=config.image_analyzers, concurrency_id="image")
+
+        def leave(request: gr.Request):
+            handlers.leave(request.session_hash)
+
+        demo.unload(leave)  # the page closed or the client's heartbeat ended: its live sessions go now
+    demo.handlers = handlers
     return demo
 
 
@@ -248,17 +270,21 @@ def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "auto",
           max_upload_mb: int = AppConfig.max_upload_mb, model_dir: Path | None = None,
-          landmarker_path: Path | None = None, block: bool = True):
+          landmarker_path: Path | None = None, block: bool = True, max_sessions: int = AppConfig.max_sessions,
+          session_idle_s: float = AppConfig.session_idle_s):
     """Build the page and serve it (blocks until Ctrl-C unless block=False; then returns the Blocks)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can use the app", host)
     check_port_free(host, port)
+    from stream_fer.app.visitors import limit_malloc_arenas
     from stream_fer.model_files import resolve_landmarker
+
+    limit_malloc_arenas()  # before the server's worker threads exist: RSS follows the visitors, not the requests
 
     landmarker_path = resolve_landmarker(landmarker_path)  # verified now: a missing model fails at start-up
     config = AppConfig(backend=backend, model_dir=model_dir, landmarker_path=landmarker_path,
-                       max_upload_mb=max_upload_mb)
+                       max_upload_mb=max_upload_mb, max_sessions=max_sessions, session_idle_s=session_idle_s)
     engines = EnginePool(model_dir, report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
     demo = build_app(config, AnalyzerFactory(engines, landmarker_path))
     _, url = launch(demo, host, port, max_upload_mb, block=False, quiet=True)
@@ -271,4 +297,5 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "au
             print("stream-fer: stopping the app", file=sys.stderr, flush=True)
         finally:
             demo.close()
+            demo.handlers.close()
     return demo

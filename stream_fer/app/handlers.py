@@ -2,9 +2,10 @@
 binds them to components; tests call them directly on real frames.
 
 Every handler runs the same per-frame analysis as the CLI (FrameAnalyzer.analyze); the file and RTSP
-handlers run the CLI's own pipeline (run_pipeline with its sources and sinks). Per-visitor objects
-(LiveSession, ImageSession, RtspSession) travel in the page's per-session state, so visitors never
-share an analyzer.
+handlers run the CLI's own pipeline (run_pipeline with its sources and sinks). Live streams (LiveSession,
+RtspSession) belong to one visitor (Gradio's session hash) and are kept by the app's Visitors registry,
+which releases them when the visitor leaves or goes idle and caps how many visitors hold one; photos go
+to a small shared pool of image-mode analyzers.
 
 The panels a handler returns are always, in this order: probability bars (dict), explanation image,
 summary (Markdown), blendshape scores (dict), attention share per AU region (dict).
@@ -18,8 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from stream_fer.app.panels import FacePanels, face_panels
-from stream_fer.app.sessions import AnalyzerFactory, ImageSession, LiveSession
+from stream_fer.app.sessions import AnalyzerFactory, ImagePool, LiveSession
 from stream_fer.app.settings import AnalysisSettings, AppConfig, check_uploaded
+from stream_fer.app.visitors import Visitors, release_memory
 from stream_fer.errors import StreamFerError
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,22 @@ class AppHandlers:
                  explain: Callable | None = None) -> None:
         self.config = config
         self.factory = factory
+        self.visitors = Visitors(config.max_sessions, config.session_idle_s)
+        self.images = ImagePool(factory, keep=config.image_analyzers)
+        # after a busy spell the photo pool shrinks back to one warm analyzer
+        self.visitors.add_chore(lambda: self.images.reap(config.session_idle_s))
         self._skip = skip or (lambda: None)
         self._explain = explain if explain is not None else default_explain
+
+    def leave(self, visitor: str | None) -> None:
+        """The visitor closed the page (or its client went away): release its live sessions."""
+        if visitor:
+            self.visitors.leave(visitor)
+
+    def close(self) -> None:
+        """The server is stopping: release every session and the shared photo analyzers."""
+        self.visitors.close_all()
+        self.images.close()
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -64,34 +80,28 @@ class AppHandlers:
 
     # ------------------------------------------------------------------------------------ webcam
 
-    def new_live_session(self) -> LiveSession:
-        return LiveSession(self.factory)
-
-    def webcam(self, frame, session: LiveSession | None, backend, max_faces, smoothing, strength, overlays,
-               selected) -> tuple:
-        """One webcam frame -> (session, annotated frame, *panels). A frame that arrives while this
-        session's previous frame is still being analysed is dropped: every output is `skip`."""
+    def webcam(self, frame, visitor: str, backend, max_faces, smoothing, strength, overlays, selected) -> tuple:
+        """One webcam frame of a visitor -> (annotated frame, *panels). A frame that arrives while this
+        visitor's previous frame is still being analysed is dropped: every output is `skip`."""
         if frame is None:
-            return (session, *self._skips())
-        session = session if isinstance(session, LiveSession) else self.new_live_session()
+            return self._skips()
         settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
-        analysed = session.step(frame, settings)
+        with self.visitors.lease(visitor, "webcam", lambda: LiveSession(self.factory)) as session:
+            analysed = session.step(frame, settings)
         if analysed is None:
-            return (session, *self._skips())
-        return (session, analysed.annotated) + self._panels(analysed, selected)
+            return self._skips()
+        return (analysed.annotated,) + self._panels(analysed, selected)
 
     # ------------------------------------------------------------------------------------- image
 
-    def image(self, rgb, session: ImageSession | None, backend, max_faces, smoothing, strength, overlays,
-              selected) -> tuple:
-        """A photo -> (session, annotated photo, *panels). The photo is what gradio decoded from the
-        visitor's upload, never a path."""
+    def image(self, rgb, backend, max_faces, smoothing, strength, overlays, selected) -> tuple:
+        """A photo -> (annotated photo, *panels). The photo is what gradio decoded from the visitor's
+        upload, never a path."""
         if rgb is None:
             raise StreamFerError("upload a photo first")
-        session = session if isinstance(session, ImageSession) else ImageSession(self.factory)
         settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
-        analysed = session.analyse(rgb, settings)
-        return (session, analysed.annotated) + self._panels(analysed, selected, tile=256)
+        analysed = self.images.analyse(rgb, settings)
+        return (analysed.annotated,) + self._panels(analysed, selected, tile=256)
 
     # -------------------------------------------------------------------------------------- file
 
@@ -103,43 +113,53 @@ class AppHandlers:
 
         video = check_uploaded(path, "video")
         settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
-        job = annotate_video(video, new_job_dir(), self.factory, settings, progress=progress,
-                             max_frames=self.config.max_video_frames)
+        try:
+            job = annotate_video(video, new_job_dir(), self.factory, settings, progress=progress,
+                                 max_frames=self.config.max_video_frames)
+        finally:
+            release_memory()  # the job's analyzer, decoder and encoder are gone: give their memory back
         return str(job.video), str(job.csv), job.timeline, job.summary
 
     # -------------------------------------------------------------------------------------- RTSP
 
-    def rtsp_start(self, url, session, backend, max_faces, smoothing, strength, overlays) -> tuple:
-        """(session, status): starts reading the stream in the background; the timer then polls."""
+    def rtsp_start(self, url, visitor: str, backend, max_faces, smoothing, strength, overlays) -> str:
+        """Starts reading the visitor's stream in the background (a running one of that visitor stops
+        first); the status line. The page's timer then polls."""
         from stream_fer.app.jobs import RtspSession
 
-        if isinstance(session, RtspSession):
-            session.stop()
+        self.visitors.end(visitor, "rtsp")
         settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
-        session = RtspSession(url, self.factory, settings)  # checks the URL before anything connects
-        session.start()
-        return session, session.status()
+        stream = RtspSession(url, self.factory, settings)  # checks the URL before anything connects
 
-    def rtsp_poll(self, session, selected) -> tuple:
+        def started():
+            stream.start()
+            return stream
+
+        with self.visitors.lease(visitor, "rtsp", started) as session:
+            return session.status()
+
+    def rtsp_poll(self, visitor: str, selected) -> tuple:
         """(annotated frame, *panels, status, keep polling): the newest analysed frame, or `skip` for
         the images when nothing new arrived since the last poll."""
-        from stream_fer.app.jobs import RtspSession
-
-        if not isinstance(session, RtspSession):
+        session = self.visitors.peek(visitor, "rtsp")
+        if session is None:
             return (*self._skips(), "Not started.", False)
+        self.visitors.touch(visitor)
         analysed = session.take_new()
         status, running = session.status(), session.running
         if analysed is None:
             return (*self._skips(), status, running)
         return (analysed.annotated, *self._panels(analysed, selected), status, running)
 
-    def rtsp_stop(self, session) -> tuple:
-        from stream_fer.app.jobs import RtspSession
-
-        if isinstance(session, RtspSession):
-            session.stop()
-            return session, session.status()
-        return session, "Not started."
+    def rtsp_stop(self, visitor: str) -> str:
+        """Stops the visitor's stream and releases it; the final status line."""
+        session = self.visitors.peek(visitor, "rtsp")
+        if session is None:
+            return "Not started."
+        session.stop()
+        status = session.status()
+        self.visitors.end(visitor, "rtsp")
+        return status
 
 
 def default_explain(face, rgb: np.ndarray, crop_size: int, class_names: tuple[str, ...],
@@ -149,13 +169,3 @@ def default_explain(face, rgb: np.ndarray, crop_size: int, class_names: tuple[st
     from stream_fer.render import explanation_panel
 
     return explanation_panel(rgb, face, crop_size, tile=tile, class_names=class_names)
-
-
-def close_session(value) -> None:
-    """gr.State's delete_callback: release what a visitor's session held (analyzer, stream thread)."""
-    close = getattr(value, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:
-            log.exception("app: closing a session failed")

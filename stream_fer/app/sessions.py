@@ -1,7 +1,9 @@
-"""Per-visitor state: each browser session (and each of its streams) owns its own FrameAnalyzer, so one
-visitor's tracker, smoother and landmarker never see another's frames, and a busy visitor never holds a
-lock another one waits on. Engines are loaded once per backend and shared; an engine whose backend is
-not known to be safe to call from several threads at once is serialised behind a lock.
+"""Analyzers for the app's visitors: each live stream (webcam, RTSP) of a browser session owns its own
+FrameAnalyzer, so one visitor's tracker, smoother and landmarker never see another's frames, and a busy
+visitor never holds a lock another one waits on; photos are analysed by a small shared pool of image-mode
+analyzers (nothing carries over between photos). Engines are loaded once per backend and shared; an
+engine whose backend is not known to be safe to call from several threads at once is serialised behind a
+lock. stream_fer.app.visitors decides when a visitor's sessions are released.
 """
 
 from __future__ import annotations
@@ -222,23 +224,82 @@ class LiveSession:
         self.slot.close()
 
 
-class ImageSession:
-    """Still photos of one browser session: an image-mode analyzer, reset before each photo so nothing
-    carries over from the previous one."""
+class ImagePool:
+    """Image-mode analyzers shared by every visitor. A photo is analysed from scratch (the analyzer is
+    reset before each one), so nothing of one visitor's photo reaches another's, and sharing them bounds
+    memory by the number of photos analysed at once instead of the number of visitors. Each analyzer is
+    used by one request at a time; at most `keep` idle ones are kept, the least recently used go first."""
 
-    def __init__(self, factory: AnalyzerFactory) -> None:
-        self.slot = AnalyzerSlot(factory, mode="image")
+    def __init__(self, factory: AnalyzerFactory, keep: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
+        self._factory = factory
+        self._keep = max(1, int(keep))
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: list[tuple[AnalysisSettings, object, float]] = []  # (settings without overlays, analyzer, since)
+        self.created = 0
 
     def analyse(self, rgb: np.ndarray, settings: AnalysisSettings) -> Analysed:
         rgb = as_rgb(rgb)
-        with self.slot.lock:
-            analyzer = self.slot.analyzer(settings)
+        key = dataclasses.replace(settings, overlays=())
+        analyzer = self._take(key)
+        if analyzer is None:
+            analyzer = self._factory.create(settings, mode="image")
+            with self._lock:
+                self.created += 1
+        try:
+            analyzer.overlays = overlay_options(settings.overlays)  # only the drawing: no rebuild
             analyzer.reset()
-            now = time.monotonic()
-            return analyse_frame(analyzer, Frame(index=0, timestamp=0.0, capture_time=now, rgb=rgb))
+            analysed = analyse_frame(analyzer, Frame(index=0, timestamp=0.0, capture_time=time.monotonic(),
+                                                     rgb=rgb))
+        except BaseException:
+            _close_analyzer(analyzer)
+            raise
+        self._give_back(key, analyzer)
+        return analysed
+
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def _take(self, key: AnalysisSettings):
+        with self._lock:
+            for i, (k, analyzer, _since) in enumerate(self._idle):
+                if k == key:
+                    del self._idle[i]
+                    return analyzer
+        return None
+
+    def _give_back(self, key: AnalysisSettings, analyzer) -> None:
+        with self._lock:
+            self._idle.append((key, analyzer, self._clock()))
+            extra = self._idle[:-self._keep]
+            del self._idle[:-self._keep]
+        for _, old, _since in extra:
+            _close_analyzer(old)
+
+    def reap(self, idle_s: float, keep: int = 1) -> int:
+        """Close analyzers unused for more than idle_s, keeping the `keep` most recently used: after a busy
+        spell the pool shrinks back to one warm analyzer. How many were closed."""
+        now = self._clock()
+        with self._lock:
+            old = [entry for entry in self._idle[:-keep or None] if now - entry[2] > idle_s]
+            self._idle = [entry for entry in self._idle if entry not in old]
+        for _, analyzer, _since in old:
+            _close_analyzer(analyzer)
+        return len(old)
 
     def close(self) -> None:
-        self.slot.close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, analyzer, _since in idle:
+            _close_analyzer(analyzer)
+
+
+def _close_analyzer(analyzer) -> None:
+    try:
+        analyzer.close()
+    except Exception:  # closing must never take a visitor's request down
+        log.exception("app: closing an analyzer failed")
 
 
 def as_rgb(image) -> np.ndarray:

@@ -16,6 +16,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 200
 MAX_FACES_LIMIT = 8
+DEFAULT_MAX_SESSIONS = 8  # each live session holds a MediaPipe graph (about 25 MB) and its tracks
+DEFAULT_SESSION_IDLE_S = 60.0  # a live page sends frames or polls several times a second
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")  # as `stream-fer run --backend` offers them
 
 
@@ -32,6 +34,9 @@ class AppConfig:
     stream_time_limit_s: int = 600  # a webcam stream re-queues after this, so no one holds a worker forever
     rtsp_poll_s: float = 0.2  # how often the RTSP panels refresh
     max_video_frames: int | None = None  # refuse longer uploads (None: no limit beyond the size limit)
+    max_sessions: int = DEFAULT_MAX_SESSIONS  # visitors holding a live stream at once; the next one is told "busy"
+    session_idle_s: float = DEFAULT_SESSION_IDLE_S  # a live session with no frame or poll for this long is released
+    image_analyzers: int = 4  # image-mode analyzers kept for photos, shared by every visitor
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,13 @@ def clip_frames(single_face_video) -> dict[int, np.ndarray]:
 
 
 def test_webcam_handler_streams_annotated_frames_and_panels(app_handlers, clip_frames):
-    session = None
     tracks, indices = set(), []
     happiness = {}
     for index in sorted(clip_frames):
         rgb = clip_frames[index]
-        out = app_handlers.webcam(rgb, session, *CONTROLS, 1)
-        session, annotated, probs, explanation, summary, shapes, share = out
+        out = app_handlers.webcam(rgb, "visitor-stream", *CONTROLS, 1)
+        annotated, probs, explanation, summary, shapes, share = out
+        session = app_handlers.visitors.peek("visitor-stream", "webcam")
         result = session.last.result
         indices.append(result.frame_index)
         assert len(result.faces) == 1, f"frame {index}: expected one face"
@@ -91,6 +91,7 @@ def test_webcam_handler_streams_annotated_frames_and_panels(app_handlers, clip_f
     assert indices == list(range(len(clip_frames))), "frames of one stream are numbered in arrival order"
     assert len(tracks) == 1, f"one face, one track; got {tracks}"
     assert happiness[36] > happiness[0], f"the broad smile should look happier than the neutral start: {happiness}"
+    app_handlers.leave("visitor-stream")
 
 
 def test_webcam_handler_with_no_face_returns_the_frame_unchanged(app_handlers, shared_dir):
@@ -98,7 +99,8 @@ def test_webcam_handler_with_no_face_returns_the_frame_unchanged(app_handlers, s
     if not path.is_file():
         pytest.skip(f"{path} not found")
     rgb = read_frames(path, [0])[0]
-    _session, annotated, probs, explanation, summary, shapes, share = app_handlers.webcam(rgb, None, *CONTROLS, 1)
+    annotated, probs, explanation, summary, shapes, share = app_handlers.webcam(rgb, "visitor-no-face", *CONTROLS, 1)
+    app_handlers.leave("visitor-no-face")
     assert np.array_equal(annotated, rgb)
     assert probs is None and explanation is None and shapes is None and share is None
     assert summary == "No face found."
@@ -106,8 +108,9 @@ def test_webcam_handler_with_no_face_returns_the_frame_unchanged(app_handlers, s
 
 def test_each_session_has_its_own_analyzer_and_a_busy_one_blocks_no_other(app_handlers, clip_frames):
     rgb = clip_frames[0]
-    a, *_ = app_handlers.webcam(rgb, None, *CONTROLS, 1)
-    b, *_ = app_handlers.webcam(rgb, None, *CONTROLS, 1)
+    app_handlers.webcam(rgb, "visitor-a", *CONTROLS, 1)
+    app_handlers.webcam(rgb, "visitor-b", *CONTROLS, 1)
+    a, b = (app_handlers.visitors.peek(v, "webcam") for v in ("visitor-a", "visitor-b"))
     assert a is not b
     analyzer_a, analyzer_b = a.slot.analyzer(a.slot._settings), b.slot.analyzer(b.slot._settings)
     assert analyzer_a is not analyzer_b, "two visitors must never share tracker and smoother state"
@@ -115,38 +118,40 @@ def test_each_session_has_its_own_analyzer_and_a_busy_one_blocks_no_other(app_ha
     # While session A is busy with a frame, A's next frame is dropped and B goes on, in another thread.
     got = {}
     with a.slot.lock:
-        dropped = app_handlers.webcam(rgb, a, *CONTROLS, 1)
-        worker = threading.Thread(target=lambda: got.setdefault("b", app_handlers.webcam(rgb, b, *CONTROLS, 1)))
+        dropped = app_handlers.webcam(rgb, "visitor-a", *CONTROLS, 1)
+        worker = threading.Thread(target=lambda: got.setdefault(
+            "b", app_handlers.webcam(rgb, "visitor-b", *CONTROLS, 1)))
         worker.start()
         worker.join(timeout=30)
-    assert dropped[0] is a and all(v is None for v in dropped[1:]), "a frame that arrives while busy is skipped"
+    assert all(v is None for v in dropped), "a frame that arrives while busy is skipped"
     assert a.dropped == 1
-    assert "b" in got and got["b"][1] is not None and b.last.result.frame_index == 1
+    assert "b" in got and got["b"][0] is not None and b.last.result.frame_index == 1
 
     # Changing a control rebuilds that session's analyzer, and only when something changed; overlays
     # only change the drawing, so they keep the analyzer (and its tracks).
-    same = app_handlers.webcam(rgb, b, *CONTROLS, 1)[0].slot._analyzer
-    assert same is analyzer_b
-    plain = app_handlers.webcam(rgb, b, "auto", 1, "ema", 0.6, ["box"], 1)
+    app_handlers.webcam(rgb, "visitor-b", *CONTROLS, 1)
+    assert b.slot._analyzer is analyzer_b
+    plain = app_handlers.webcam(rgb, "visitor-b", "auto", 1, "ema", 0.6, ["box"], 1)
     assert b.slot._analyzer is analyzer_b and not analyzer_b.overlays.attention and analyzer_b.overlays.box
-    assert np.abs(plain[1].astype(int) - rgb.astype(int)).max(axis=2).astype(bool).mean() < 0.05, \
+    assert np.abs(plain[0].astype(int) - rgb.astype(int)).max(axis=2).astype(bool).mean() < 0.05, \
         "with only the box drawn, little of the frame changes"
-    app_handlers.webcam(rgb, b, "auto", 2, "ema", 0.6, OVERLAYS, 1)
+    app_handlers.webcam(rgb, "visitor-b", "auto", 2, "ema", 0.6, OVERLAYS, 1)
     assert b.slot._analyzer is not analyzer_b and b.slot._analyzer.max_faces == 2
-    for s in (a, b):
-        s.close()
+    for visitor in ("visitor-a", "visitor-b"):
+        app_handlers.leave(visitor)
 
 
 def test_image_handler_explains_the_face(app_handlers, smile):
-    session, annotated, probs, explanation, summary, _shapes, _share = app_handlers.image(smile.rgb, None, *CONTROLS, 1)
+    annotated, probs, explanation, summary, _shapes, _share = app_handlers.image(smile.rgb, *CONTROLS, 1)
     assert annotated.shape == smile.rgb.shape and not np.array_equal(annotated, smile.rgb)
     assert explanation.shape[0] >= 256, "the Image tab's explanation panel is the large one"
     assert "Face 1 of 1" in summary
-    # A second photo in the same session starts afresh (no smoothing carried over from the first).
-    again = app_handlers.image(smile.rgb, session, *CONTROLS, 1)
-    assert again[0] is session
-    assert again[2] == pytest.approx(probs, abs=1e-5)
-    session.close()
+    # A second photo on the shared photo analyzers starts afresh (no smoothing carried over from the first).
+    created = app_handlers.images.created
+    again = app_handlers.image(smile.rgb, *CONTROLS, 1)
+    assert app_handlers.images.created == created, "photos reuse the shared image-mode analyzers"
+    assert again[1] == pytest.approx(probs, abs=1e-5)
+    assert np.array_equal(again[0], annotated)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -219,7 +224,8 @@ def _poll_until(handlers, session, predicate, timeout: float, what: str):
 def test_rtsp_session_streams_shows_a_drop_and_reconnects(app_handlers, single_face_video):
     RtspServer = _rtsp_server_class()
     with RtspServer.from_video(single_face_video, fps=30) as server:
-        session, status = app_handlers.rtsp_start(server.url, None, *CONTROLS)
+        session = "visitor-rtsp"
+        status = app_handlers.rtsp_start(server.url, session, *CONTROLS)
         try:
             out = _poll_until(app_handlers, session, lambda o: isinstance(o[0], np.ndarray), 30, "a first frame")
             annotated, probs, explanation, summary = out[0], out[1], out[2], out[3]
@@ -238,8 +244,10 @@ def test_rtsp_session_streams_shows_a_drop_and_reconnects(app_handlers, single_f
                               "frames after reconnecting")
             assert out[-1] is True
         finally:
-            session, status = app_handlers.rtsp_stop(session)
-        assert status.startswith("Stopped") and not session.running
+            stream = app_handlers.visitors.peek(session, "rtsp")
+            status = app_handlers.rtsp_stop(session)
+        assert status.startswith("Stopped") and not stream.running
+        assert app_handlers.visitors.peek(session, "rtsp") is None, "a stopped stream is released"
         assert app_handlers.rtsp_poll(session, 1)[-1] is False, "a stopped stream stops the page's timer"
 
 
@@ -247,7 +255,8 @@ def test_rtsp_session_that_cannot_connect_says_so(app_handlers):
     from app_helpers import free_port
 
     url = f"rtsp://127.0.0.1:{free_port()}/nothing-here"
-    session, _status = app_handlers.rtsp_start(url, None, *CONTROLS)
+    session = "visitor-rtsp-nothing"
+    app_handlers.rtsp_start(url, session, *CONTROLS)
     out = _poll_until(app_handlers, session, lambda o: o[-1] is False, 30, "the connection attempts to end")
     assert "cannot open RTSP stream" in out[-2], out[-2]
     app_handlers.rtsp_stop(session)

@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_serve_help_names_the_safe_defaults(cli):
     result = cli("serve", "--help")
     assert result.returncode == 0
-    for text in ("--host", "127.0.0.1", "--port", "7860", "--backend", "--max-upload-mb", "--model"):
+    for text in ("--host", "127.0.0.1", "--port", "7860", "--backend", "--max-upload-mb", "--model",
+                 "--max-sessions", "--session-idle"):
         assert text in result.stdout
 
 
@@ -41,6 +42,8 @@ def test_a_taken_port_is_one_line_and_fails_fast(cli):
     (("--port", "70000"), "--port must be between 1 and 65535"),
     (("--max-upload-mb", "0"), "--max-upload-mb must be at least 1"),
     (("--host", "no-such-host.invalid"), "cannot listen on no-such-host.invalid"),
+    (("--max-sessions", "0"), "--max-sessions must be at least 1"),
+    (("--session-idle", "0"), "--session-idle must be more than 0 seconds"),
 ])
 def test_bad_serve_arguments_are_one_line(cli, args, message):
     result = cli("serve", *args)
