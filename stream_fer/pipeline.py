@@ -294,7 +294,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
             run.abort.set()
 
     bar = _progress_bar(source, progress)
-    with _sigint_calls(interrupt):
+    with _sigint_calls(interrupt), _opencv_single_threaded():
         try:
             for t in threads:
                 t.start()
@@ -349,6 +349,23 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         interrupted=interrupted, source=getattr(info, "description", "") if info else "",
         extra={"latencies_ms": lat, "read": read_watch.stats("read")},
     )
+
+
+@contextlib.contextmanager
+def _opencv_single_threaded():
+    """While the pipeline runs, OpenCV works in the calling stage's thread: the stages already keep the
+    cores busy, and OpenCV's own worker pool would only add wake-ups and hand-offs (CPU, not speed)."""
+    try:
+        import cv2
+    except ImportError:
+        yield
+        return
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(0)  # 0: every OpenCV function runs sequentially in its caller
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 @contextlib.contextmanager
