@@ -279,14 +279,14 @@ class TrustHistory:
 
 def trust(probs, class_names, cosines: Mapping[str, float | None], concentration_: float | None,
           blendshapes: Mapping[str, float], stability: float | None = None,
-          model: TrustModel | None = None) -> Trust:
+          model: TrustModel | None = None, mirror_probs=None) -> Trust:
     """The trust of one prediction from its parts (see Evidence); `stability` in [0, 1] from TrustHistory
     on video, None for a still image. Uses the default model's trust.json unless `model` is given."""
     model = model or default_trust_model()
     if model is None:
         raise FileNotFoundError(f"no {TRUST_FILENAME} for the default model")
     ev = Evidence(np.asarray(probs, dtype=np.float64), tuple(class_names), dict(cosines), concentration_,
-                  dict(blendshapes))
+                  dict(blendshapes), None if mirror_probs is None else np.asarray(mirror_probs, dtype=np.float64))
     return model.score(ev, stability)
 
 

@@ -1,0 +1,90 @@
+"""How well the trust score flags wrong predictions, against the attention-AU cosine and plain confidence, on
+FER+ through the product's own path (train/product_path.py: MediaPipe on the upscaled image, aligned crop,
+the shipped ONNX engine), and how calibrated the probabilities are before and after the temperature.
+
+    python benchmarks/trust.py                  # uses engines/default/trust.json as shipped (no refit)
+    python benchmarks/trust.py --json out.json  # also write the figures
+
+The trust model was fitted on the validation split only (`python -m train trust`); the test split is
+looked at here. AUROC: the chance that a random right prediction scores above a random wrong one.
+Expressive = predicted class is not neutral (the cosine exists only there). The last line is
+`trust: auroc cos C conf F score S, ece before E1 after E2` (test split, expressive predictions; ECE of the
+top probability over all predictions with a face).
+
+First run: about 8 minutes of one CPU core (MediaPipe on 7,000 images), cached after that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stream_fer.engines import default_model_dir
+from stream_fer.errors import StreamFerError
+
+
+def _row(name: str, split: str, entry: dict) -> str:
+    cos = entry.get("auroc_cosine")
+    return (f"{split:<6} {name:<11} {entry['n']:>5} {100 * entry['accuracy']:>6.1f}% "
+            f"{'-' if cos is None else f'{cos:.3f}':>7} {entry['auroc_confidence']:>7.3f} {entry['auroc_trust']:>7.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=default_model_dir())
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--data", help="ferplus.tar.gz or its extracted folder")
+    args = parser.parse_args(argv)
+
+    from stream_fer.train.data import load_ferplus
+    from stream_fer.train.product_path import mirror_probs, run_split
+    from stream_fer.train.trust import evaluate_trust
+
+    trust_path = args.model_dir / "trust.json"
+    try:
+        spec = json.loads(trust_path.read_text())
+        splits = load_ferplus(args.data)
+    except (OSError, StreamFerError) as exc:
+        print(f"trust benchmark: {exc}", file=sys.stderr)
+        return 2
+    results = {}
+    for split in ("valid", "test"):
+        out = run_split(splits[split], args.model_dir)
+        results[split] = evaluate_trust(out, spec, mirror_probs(out, args.model_dir))
+
+    print(f"trust model: {trust_path} (temperature {spec['temperature']:.3f}; fitted on FER+ validation)")
+    print("AUROC of each signal as a detector of right predictions (product path):")
+    print(f"{'split':<6} {'predicted':<11} {'n':>5} {'right':>7} {'cosine':>7} {'conf':>7} {'trust':>7}")
+    for split, res in results.items():
+        for kind in ("expressive", "neutral", "all"):
+            print(_row(kind, split, res[kind]))
+    print("\ncalibration (all predictions with a face; ECE with 15 equal-width bins):")
+    print(f"{'split':<6} {'coverage':>8} {'mean top p':>10} {'mean T-scaled':>13} {'accuracy':>8} "
+          f"{'ECE before':>10} {'ECE after':>9} {'ECE trust':>9} {'NLL before':>10} {'NLL after':>9}")
+    for split, r in results.items():
+        print(f"{split:<6} {100 * r['coverage']:>7.1f}% {r['mean_top_probability']:>10.3f} "
+              f"{r['mean_calibrated']:>13.3f} {r['accuracy']:>8.3f} {r['ece_before']:>10.3f} "
+              f"{r['ece_after']:>9.3f} {r['ece_trust']:>9.3f} "
+              f"{r['nll_before']:>10.3f} {r['nll_after']:>9.3f}")
+    print("\ntrust score as a chance of being right (test split):")
+    for b in results["test"]["trust_bins"]:
+        if b["n"]:
+            print(f"  trust {b['from']:.2f}-{b['to']:.2f}: n {b['n']:>5}, mean trust {b['mean_trust']:.3f}, "
+                  f"right {b['accuracy']:.3f}")
+    q = results["test"]["expressive"]["accuracy_by_cosine_quartile"]
+    print("test, expressive: accuracy by cosine quartile (low to high): " + " / ".join(f"{v:.2f}" for v in q))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    t = results["test"]
+    e = t["expressive"]
+    print(f"trust: auroc cos {e['auroc_cosine']:.3f} conf {e['auroc_confidence']:.3f} score {e['auroc_trust']:.3f}, "
+          f"ece before {t['ece_before']:.3f} after {t['ece_after']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
