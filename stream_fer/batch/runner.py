@@ -5,6 +5,7 @@ after a failure or Ctrl-C, so the folder always says where the batch stands."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -133,13 +134,20 @@ def run_batch(videos: Sequence[VideoInput], options: BatchOptions,
                             bar.update(1)
     except KeyboardInterrupt:
         interrupted = True
+        # the stopped workers' staging folders: hidden, and a rerun clears them, but leave a tidy folder
+        for job in jobs:
+            if rows[job.video]["status"] == "pending" and job.outputs.folder.is_dir():
+                for staging in job.outputs.folder.glob(job.outputs.staging_glob):
+                    shutil.rmtree(staging, ignore_errors=True)
     finally:
         seconds = time.perf_counter() - t0
         ordered = [rows[v.name] for v in videos]
         write_table(table_path, ordered)
         parts = [(r["video"], video_outputs(out_dir, bases[r["video"]]).parquet) for r in ordered
                  if r["status"] == "done"]
-        if write_dataset(dataset_path, parts):
+        if not parts:
+            dataset_path.unlink(missing_ok=True)  # no finished video: no dataset (an old one would be stale)
+        elif write_dataset(dataset_path, parts):
             log.info("wrote %s (%d videos)", dataset_path, len(parts))
     counts = {status: sum(1 for r in ordered if r["status"] == status) for status in ("done", "failed", "pending")}
     return BatchReport(videos=len(videos), done=counts["done"], failed=counts["failed"], pending=counts["pending"],

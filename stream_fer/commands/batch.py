@@ -92,8 +92,10 @@ def _batch(args: argparse.Namespace) -> int:
     videos = discover(args.inputs, exclude=out_dir)
     report = run_batch(videos, options,
                        report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
-    ran = f" ({report.ran} this run: {report.frames} frames in {report.seconds:.1f} s, {report.fps:.1f} fps)" \
-        if report.ran else " (nothing to do)"
+    if report.ran:
+        ran = f" ({report.ran} this run: {report.frames} frames in {report.seconds:.1f} s, {report.fps:.1f} fps)"
+    else:
+        ran = "" if report.interrupted else " (nothing to do)"
     print(f"{report.videos} videos: {report.done} done, {report.failed} failed"
           + (f", {report.pending} not finished" if report.pending else "") + ran)
     print(f"table: {report.table}" + (f"\ndata: {report.dataset}" if report.done else ""))

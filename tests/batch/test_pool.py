@@ -86,6 +86,17 @@ def test_a_rerun_of_a_finished_batch_does_no_work(finished):
     assert {r["this_run"] for r in read_table(out).values()} == {"no"}
 
 
+def test_shards_split_the_batch_and_write_their_own_tables(finished):
+    _, out, args, _ = finished
+    for k in (1, 2):
+        proc = run_batch_cli(*args, "--shard", f"{k}/2")
+        assert "(nothing to do)" in proc.stdout, proc.stderr
+    one, two = read_table(out, "batch.shard-1-of-2.csv"), read_table(out, "batch.shard-2-of-2.csv")
+    assert not set(one) & set(two) and sorted({*one, *two}) == sorted(read_table(out))
+    assert set(pd.read_parquet(out / "batch.shard-1-of-2.parquet")["video"]) == \
+        {v for v, r in one.items() if r["status"] == "done"}
+
+
 def test_retry_failed_redoes_only_the_failed_video(finished):
     inputs, out, args, _ = finished
     good = {p: p.stat().st_mtime_ns for p in out.rglob("good*")}
@@ -140,6 +151,7 @@ def test_ctrl_c_then_rerun_finishes_with_nothing_done_twice(tmp_path: Path):
     assert {r["status"] for v, r in first.items() if v not in done_first} == {"pending"}
     for name in set(names) - done_first:  # nothing of an unfinished video under a final name
         assert not list(out.glob(Path(name).stem + ".*"))
+    assert leftovers(out) == []  # the stopped workers' staging folders are gone too
     markers = {p.name: p.stat().st_mtime_ns for p in out.glob("*.done.json")}
 
     proc = run_batch_cli(*args)
