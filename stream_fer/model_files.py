@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,8 @@ def resolve_landmarker(explicit: str | os.PathLike | None = None, expected: str 
 
 
 def _from_url(url: str, timeout: float) -> bytes:
+    import urllib.request  # here, not at the top: every run imports this module, few download
+
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URL
         return response.read()
 

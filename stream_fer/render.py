@@ -16,7 +16,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from stream_fer.align import crop_map_to_frame, frame_roi, to_gray, warp_crop
 from stream_fer.draw import au_colour, draw_au_regions, outline_au_regions
@@ -68,7 +67,9 @@ def class_colour(name: str) -> Colour:
 # --- low-level drawing --------------------------------------------------------------------------------
 
 @lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int):
+    from PIL import ImageFont  # on first use: a data-only run never draws text
+
     return ImageFont.load_default(size=max(6, int(size)))
 
 
@@ -79,6 +80,8 @@ def _text_mask(text: str, size: int, stroke: int = 0) -> tuple[np.ndarray, int, 
     font = _font(size)
     left, top, right, bottom = font.getbbox(text, anchor="lm", stroke_width=stroke)
     w, h = max(1, right - left), max(1, bottom - top)
+    from PIL import Image, ImageDraw
+
     img = Image.new("L", (w, h), 0)
     ImageDraw.Draw(img).text((-left, -top), text, font=font, fill=255, anchor="lm", stroke_width=stroke,
                              stroke_fill=255)
@@ -166,6 +169,8 @@ def text_box(text: str, x: float, cy: float, size: int) -> tuple[int, int, int, 
 
 @lru_cache(maxsize=256)
 def _rounded_mask(w: int, h: int, radius: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
     img = Image.new("L", (w, h), 0)
     ImageDraw.Draw(img).rounded_rectangle((0, 0, w - 1, h - 1), radius=max(0, min(radius, h // 2, w // 2)),
                                           fill=255)

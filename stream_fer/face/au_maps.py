@@ -107,13 +107,12 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
     offsets = np.arange(-radius, radius + 1)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
     weights /= weights.sum()
+    j = np.arange(n)[:, None] + offsets[None, :]  # (n, taps) source index of each tap
+    # Mirror until inside, the edge pixel repeated (numpy's "symmetric"): period 2n, then fold.
+    j = np.mod(j, 2 * n)
+    j = np.where(j >= n, 2 * n - 1 - j, j)
     matrix = np.zeros((n, n))
-    for i in range(n):
-        for off, w in zip(offsets, weights):
-            j = i + off
-            while j < 0 or j >= n:  # mirror until inside
-                j = -j - 1 if j < 0 else 2 * n - j - 1  # edge pixel repeated (numpy's "symmetric")
-            matrix[i, j] += w
+    np.add.at(matrix, (np.repeat(np.arange(n), len(offsets)), j.ravel()), np.tile(weights, n))
     matrix.setflags(write=False)
     return matrix
 
