@@ -211,11 +211,9 @@ def _check_outputs(source: Any, outputs: dict[str, Any]) -> dict[str, Path]:
     if len(set(resolved)) != len(resolved):
         raise StreamFerError("the outputs must be different files: " + ", ".join(f"{k}={v}" for k, v in paths.items()))
     input_path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    for name, p in paths.items():
+    for p in paths.values():
         if input_path is not None and input_path.exists() and p.resolve() == input_path.resolve():
             raise StreamFerError(f"refusing to overwrite the input {input_path}")
-        if name == "csv" and p.suffix.lower() not in ("", ".csv", ".txt"):
-            log.warning("csv output %s does not end in .csv", p)
         check_writable(p)
     return paths
 
@@ -253,17 +251,19 @@ def _discard(sinks: list) -> None:
     from stream_fer.results import ParquetSink
 
     for sink in sinks:
-        try:
-            sink.close() if not isinstance(sink, ParquetSink) else None
-        except Exception as exc:
-            log.debug("closing %s: %s", getattr(sink, "path", sink), exc)
-        paths = [sink.part_path] if isinstance(sink, ParquetSink) else [getattr(sink, "path", None)]
-        for p in paths:
-            if p is not None and Path(p).exists():
-                try:
-                    Path(p).unlink()
-                except OSError:
-                    pass
+        if isinstance(sink, ParquetSink):  # closing would finish and rename an empty file into place
+            created = sink.part_path
+        else:
+            created = getattr(sink, "path", None)
+            try:
+                sink.close()
+            except Exception as exc:
+                log.debug("closing %s: %s", created, exc)
+        if created is not None and Path(created).exists():
+            try:
+                Path(created).unlink()
+            except OSError:
+                pass
 
 
 def run_metadata(engine, info: VideoInfo, settings: dict, model_dir=None) -> dict:

@@ -230,3 +230,10 @@ def test_an_error_mid_run_leaves_readable_rows_up_to_there(sample_video, landmar
     written = stream_fer.read_results(paths["parquet"])
     assert written["frame_index"].tolist() == list(range(12))
     pd.testing.assert_frame_equal(written, stream_fer.read_results(paths["csv"]))
+
+
+def test_a_model_that_does_not_load_leaves_no_output_behind(sample_video, tmp_path):
+    paths = {"out": tmp_path / "a.mp4", "csv": tmp_path / "rows.csv", "parquet": tmp_path / "rows.parquet"}
+    with pytest.raises(StreamFerError):
+        stream_fer.analyze(sample_video, **paths, model=tmp_path / "no-model-here")
+    assert not list(tmp_path.iterdir())
