@@ -52,6 +52,19 @@ class _Layout:
 _LAYOUTS: dict[tuple[int, ...], _Layout] = {}
 
 
+class _Regions(tuple):
+    """A tuple of regions that hashes once (place_regions' table cache hashes it on every call, and
+    hashing 26 frozen dataclasses costs more than looking the table up)."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 def _layout(aus: tuple) -> _Layout:
     """Cached per tuple of AU objects (by identity: hashing their regions costs more than placing them)."""
     key = tuple(map(id, aus))
@@ -62,7 +75,7 @@ def _layout(aus: tuple) -> _Layout:
         slices = tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]))
         firsts = np.asarray(bounds[:-1], dtype=np.intp) if all(counts) else None
         extras = tuple((i, j) for i, s in enumerate(slices) for j in range(s.start + 1, s.stop))
-        layout = _Layout(aus, tuple(r for au in aus for r in au.regions), slices, firsts, extras)
+        layout = _Layout(aus, _Regions(r for au in aus for r in au.regions), slices, firsts, extras)
         if len(_LAYOUTS) >= 256:
             _LAYOUTS.clear()
         _LAYOUTS[key] = layout

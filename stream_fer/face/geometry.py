@@ -96,7 +96,7 @@ def place_regions(regions, points: np.ndarray, frame: FaceFrame) -> Ellipses:
     """AU regions as ellipses in the landmarks' pixel coordinates, all at once: each centre is the mean of
     its anchors moved by its offset along the face's axes (mirrored for the subject's left side), its
     semi-axes scale with the inter-ocular distance, its angle turns with the face."""
-    averaging, sign, offsets, angles, semi = _region_table(tuple(regions))
+    averaging, sign, offsets, angles, semi = _region_table(regions if isinstance(regions, tuple) else tuple(regions))
     pts = np.asarray(points, dtype=np.float64)[: averaging.shape[1], :2]
     shift = (sign * offsets[:, 0])[:, None] * frame.x_axis + offsets[:, 1:2] * frame.y_axis
     centres = averaging @ pts + frame.iod * shift
