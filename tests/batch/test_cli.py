@@ -1,0 +1,50 @@
+"""The batch command's own checks: one-line errors before any worker starts, Ray never imported unless asked,
+and a clear line when --ray is asked for without Ray installed. (No video is analysed here.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from batch_helpers import make_inputs, run_batch_cli
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    return make_inputs(tmp_path_factory.mktemp("cli") / "in", good=["a.mp4"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shard", "3/2"], "--shard 3/2: K must be between 1 and N"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--max-faces", "0"], "--max-faces must be at least 1"),
+    (["--smoothing", "kalman"], "kalman"),
+    (["--model", "/nonexistent/model"], "model folder not found"),
+])
+def test_bad_options_are_one_line_errors(inputs: Path, tmp_path: Path, extra: list[str], message: str):
+    proc = run_batch_cli(str(inputs), "--out-dir", str(tmp_path / "out"), *extra, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("stream-fer: error: ") and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "a.done.json").exists()
+
+
+def test_a_missing_input_names_itself(inputs: Path, tmp_path: Path):
+    proc = run_batch_cli(str(inputs), str(tmp_path / "typo"), "--out-dir", str(tmp_path / "out"), timeout=60)
+    assert proc.returncode == 2 and f"stream-fer: error: input not found: {tmp_path / 'typo'}" in proc.stderr
+
+
+def test_ray_is_imported_only_for_ray(inputs: Path, tmp_path: Path):
+    code = ("import sys\n"
+            "from stream_fer.cli import build_parser\n"
+            "import stream_fer.batch.pool, stream_fer.batch.runner, stream_fer.commands.batch\n"
+            "build_parser()\n"
+            "assert 'ray' not in sys.modules, 'ray imported'\n"
+            "sys.modules['ray'] = None  # now as on a machine without the extra\n"
+            "from stream_fer.cli import main\n"
+            f"sys.exit(main(['batch', {str(inputs)!r}, '--out-dir', {str(tmp_path / 'out')!r}, '--ray']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "stream-fer: error: --ray needs Ray: pip install 'stream-fer[ray]'" in proc.stderr
