@@ -6,9 +6,10 @@ state (the landmarker, the engine, the tracker and smoother), so running them co
 safe. `analyze(frame)` runs all four in sequence.
 
     detect(frame)            -> Detected     MediaPipe landmarks and blendshapes (VIDEO mode: frame times)
-    classify(detected)       -> Classified   aligned crops, one batched engine call, attention per AU region
-    track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order), and the
-                                             attention-AU cosine of the smoothed label
+    classify(detected)       -> Classified   aligned crops, one batched engine call (and one for the mirrored
+                                             crops, for the trust score), attention per AU region
+    track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order), the
+                                             attention-AU cosine and the trust score of the smoothed label
     render(frame, result)    -> RGB array    the annotated copy
 
 Each stage records its latency in milliseconds under "landmarks", "classify", "track" and "render".
@@ -37,6 +38,7 @@ from stream_fer.landmarks import FaceLandmarks, Landmarker
 from stream_fer.render import OverlayOptions, render_frame
 from stream_fer.smoothing import make_smoother
 from stream_fer.tracking import FaceTracker
+from stream_fer.trust import TrustHistory, face_evidence, load_trust_model
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class ClassifiedFace:
     cams: np.ndarray  # (K, h, w)
     au_attention_share: dict[int, float]  # AU number -> share of attention inside its region
     au_masks: dict[int, np.ndarray]  # AU number -> hard region mask on the crop (crop_au_masks)
+    mirror_probs: np.ndarray | None = None  # (K,) the mirrored crop's probabilities, for the trust score
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class FrameAnalyzer:
                                      min_detection_confidence=min_detection_confidence, min_face=min_face)
         self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
         self.smoother = make_smoother(smoothing, smoothing_strength)
+        self.trust_model = load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
+        self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
         log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(engine, "name", "?"),
                   self.crop_size, engine.info.map_size, self.smoother)
 
@@ -186,6 +191,9 @@ class FrameAnalyzer:
         if faces:
             crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
             out = self.engine.infer(crops)
+            # The mirrored crops too, for the trust score: a face whose mirror image reads differently is ambiguous.
+            mirror = (self.engine.infer(np.ascontiguousarray(crops[:, :, ::-1])).probs
+                      if self.trust_model is not None else None)
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)
@@ -195,7 +203,7 @@ class FrameAnalyzer:
                     raw_probs=np.asarray(out.probs[i], dtype=np.float32), attention=attention,
                     cams=np.asarray(out.cams[i], dtype=np.float32),
                     au_attention_share=attention_shares(attention, crop_pts, self.crop_size, masks),
-                    au_masks=masks))
+                    au_masks=masks, mirror_probs=None if mirror is None else np.asarray(mirror[i], np.float32)))
         latency = {**detected.latency_ms, "classify": _ms_since(t0)}
         return Classified(detected.frame, tuple(out_faces), latency)
 
@@ -206,19 +214,34 @@ class FrameAnalyzer:
         update = self.tracker.update([f.box for f in classified.faces])
         for track_id in update.ended:
             self.smoother.end(track_id)
+            self.trust_history.end(track_id)
         results = []
         for face, track_id in zip(classified.faces, update.track_ids):
             probs = self.smoother.update(track_id, face.raw_probs, frame.timestamp)
             label = self.class_names[int(np.argmax(probs))]
+            cosine = attention_au_cosine(face.attention, face.crop_points, self.crop_size, label, face.au_masks)
+            trust, reason = self._trust(face, track_id, probs, label, cosine)
             results.append(FaceResult(
                 track_id=track_id, box=face.box, landmarks=face.landmarks.points,
                 blendshapes=face.landmarks.blendshapes, align_matrix=face.align_matrix,
                 raw_probs=face.raw_probs, probs=probs, label=label, attention=face.attention, cams=face.cams,
-                att_au_cosine=attention_au_cosine(face.attention, face.crop_points, self.crop_size, label,
-                                                  face.au_masks),
-                au_attention_share=face.au_attention_share))
+                att_au_cosine=cosine, au_attention_share=face.au_attention_share, trust=trust, trust_reason=reason))
         latency = {**classified.latency_ms, "track": _ms_since(t0)}
         return FrameResult(frame.index, frame.timestamp, tuple(results), latency)
+
+    def _trust(self, face: ClassifiedFace, track_id: int, probs: np.ndarray, label: str,
+               cosine: float | None) -> tuple[float | None, str]:
+        """(trust score, reason) of the shown label (stream_fer.trust); on video with the track's recent frames."""
+        if self.trust_model is None:
+            return None, ""
+        ev = face_evidence(probs, self.class_names, face.attention, face.crop_points, self.crop_size, face.au_masks,
+                           face.landmarks.blendshapes, cosine, face.mirror_probs)
+        stability = None
+        if self.mode == "video":
+            raw_label = self.class_names[int(np.argmax(face.raw_probs))]
+            stability = self.trust_history.update(track_id, raw_label, label)
+        t = self.trust_model.score(ev, stability)
+        return t.score, t.reason
 
     def render(self, frame: Frame, result: FrameResult) -> np.ndarray:
         """An annotated RGB copy of the frame (use `render_timed` to also record the latency)."""
@@ -240,6 +263,7 @@ class FrameAnalyzer:
         landmarker, whose timestamps must keep increasing."""
         self.tracker.reset()
         self.smoother.reset()
+        self.trust_history.reset()
         if self.mode == "video":
             path, mode, max_faces, conf = self._landmarker_args
             with self._landmarker_lock:

@@ -35,6 +35,8 @@ class FaceResult:
     cams: np.ndarray  # (K, h, w)
     att_au_cosine: float | None  # attention vs the predicted class's AU map; None for neutral
     au_attention_share: dict[int, float]  # AU number -> fraction of attention inside that AU's region
+    trust: float | None = None  # 0-1: estimated chance the label is right (stream_fer.trust); None: no trust model
+    trust_reason: str = ""  # what lowered the trust most ("" when nothing did)
 
     @property
     def confidence(self) -> float:

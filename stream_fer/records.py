@@ -15,6 +15,9 @@ Columns:
     raw_<class>                                 this frame's raw probability per class
     att_au_cosine                               cosine between attention and the label's AU map
                                                 (None for neutral: no AU pattern)
+    trust, trust_reason                         the estimated chance the label is right (0-1, stream_fer.trust)
+                                                and what lowered it most (None when nothing did; both None
+                                                without a trust model for the engine)
     share_AU<n>                                 share of attention inside AU n's region (all 18 AUs)
     bs_<blendshape>                             MediaPipe blendshape scores that measure the label's AUs;
                                                 the other blendshape columns are None for that row
@@ -44,7 +47,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "label", "confidence", "raw_label",
     *(f"p_{c}" for c in CLASS_NAMES),
     *(f"raw_{c}" for c in CLASS_NAMES),
-    "att_au_cosine",
+    "att_au_cosine", "trust", "trust_reason",
     *(f"share_AU{n}" for n in _AU_NUMBERS),
     *(f"bs_{b}" for b in BLENDSHAPE_COLUMNS),
 )
@@ -71,6 +74,8 @@ def face_row(result: FrameResult, face: FaceResult, class_names: tuple[str, ...]
             row[f"p_{name}"] = _round(face.probs[k])
             row[f"raw_{name}"] = _round(face.raw_probs[k])
     row["att_au_cosine"] = None if face.att_au_cosine is None else _round(face.att_au_cosine)
+    row["trust"] = None if face.trust is None else _round(face.trust)
+    row["trust_reason"] = face.trust_reason or None  # null rather than "" so CSV, JSONL and Parquet agree
     for n, share in face.au_attention_share.items():
         if f"share_AU{n}" in row:
             row[f"share_AU{n}"] = _round(share)

@@ -8,8 +8,9 @@ through `read_results`, into the same DataFrame:
     timestamp                        float64 (seconds of media time)
     track_id                         Int64 (pandas' nullable integer: <NA> on the row of a frame without faces)
     box_*                            float32
-    label, raw_label                 string (pandas' nullable string: <NA> without a face)
-    every other column               float32 (confidence, p_*, raw_*, att_au_cosine, share_AU*, bs_*);
+    label, raw_label, trust_reason   string (pandas' nullable string: <NA> without a face; trust_reason also
+                                     <NA> when nothing lowered the trust)
+    every other column               float32 (confidence, p_*, raw_*, att_au_cosine, trust, share_AU*, bs_*);
                                      NaN where the row has no value (no face, no AU map for neutral, a
                                      blendshape that does not measure the label's AUs)
 
@@ -53,6 +54,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "track_id": pa.int64(),
     "label": pa.string(),
     "raw_label": pa.string(),
+    "trust_reason": pa.string(),
 }
 # pandas dtype per Arrow type (ints with nulls stay integers: pandas' nullable Int64)
 _PANDAS_DTYPES = {pa.int64(): "int64", pa.float64(): "float64", pa.float32(): "float32", pa.string(): "string"}

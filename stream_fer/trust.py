@@ -291,11 +291,15 @@ def trust(probs, class_names, cosines: Mapping[str, float | None], concentration
 
 
 def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> TrustModel | None:
-    """The trust model beside an exported model (model_dir/trust.json); else the default model's, when it
-    was fitted for the same checkpoint; else None (the score is then left empty, with a warning)."""
+    """The trust model of an engine: model_dir/trust.json when there is one (and it was fitted for the same
+    checkpoint, where both say which); else the default model's, when it was fitted for exactly this
+    checkpoint (the torch backend runs the default checkpoint without a model folder); else None: the
+    score is then left empty."""
     from stream_fer.engines import default_model_dir
 
-    for folder in ([Path(model_dir)] if model_dir is not None else []) + [default_model_dir()]:
+    candidates = [(Path(model_dir), False)] if model_dir is not None else []
+    candidates.append((default_model_dir(), True))
+    for folder, need_match in candidates:
         path = folder / TRUST_FILENAME
         if not path.is_file():
             continue
@@ -304,11 +308,14 @@ def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring %s: %s", path, exc)
             continue
-        if source_checkpoint_sha256 and model.source_checkpoint_sha256 not in ("", source_checkpoint_sha256):
+        fitted_for = model.source_checkpoint_sha256
+        if need_match and not (source_checkpoint_sha256 and fitted_for == source_checkpoint_sha256):
+            continue
+        if fitted_for and source_checkpoint_sha256 and fitted_for != source_checkpoint_sha256:
+            log.warning("ignoring %s: fitted for another checkpoint", path)
             continue
         return model
-    log.warning("no trust model fitted for this model (%s): trust is left empty; fit one with "
-                "`python -m train trust`", TRUST_FILENAME)
+    log.info("no %s for this model: trust is left empty (fit one with `python -m train trust`)", TRUST_FILENAME)
     return None
 
 
