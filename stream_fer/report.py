@@ -218,16 +218,17 @@ def draw_timeline(ax, df: pd.DataFrame, track: int | None = None, threshold: flo
     t = rows["timestamp"].to_numpy(dtype=np.float64)
     index = rows["frame_index"].to_numpy()
     gap = np.r_[False, np.diff(index) > 1]  # break the lines where the face was not seen
+
+    def broken(column: str) -> tuple[np.ndarray, np.ndarray]:
+        y = rows[column].to_numpy(dtype=np.float64)
+        cut = np.flatnonzero(gap)
+        return np.insert(t, cut, np.nan), np.insert(y, cut, np.nan)
+
     for name in class_names:
-        column = f"p_{name}"
-        if column not in rows.columns:
-            continue
-        p = rows[column].to_numpy(dtype=np.float64).copy()
-        x = t.copy()
-        if gap.any():
-            x = np.insert(x, np.flatnonzero(gap), np.nan)
-            p = np.insert(p, np.flatnonzero(gap), np.nan)
-        ax.plot(x, p, color=_class_colour(name), lw=1.6, label=name)
+        if f"p_{name}" in rows.columns:
+            ax.plot(*broken(f"p_{name}"), color=_class_colour(name), lw=1.6, label=name)
+    if "trust" in rows.columns and rows["trust"].notna().any():  # a trust score, where the results have one
+        ax.plot(*broken("trust"), color="black", ls="--", lw=1.0, label="trust")
     low = low_trust(rows, threshold).to_numpy()
     for i, (a, b) in enumerate(_spans(t, low, index, period)):
         ax.axvspan(a, b, color=LOW_TRUST_COLOUR, alpha=0.13, lw=0,

@@ -101,6 +101,12 @@ def test_low_trust_stretches_are_shaded_on_the_timeline():
     assert len(spans) == 3
     starts = sorted(round(p.get_x(), 3) for p in spans)
     assert starts == [0.05, 0.45, 0.75]
+    assert "trust" not in [line.get_label() for line in ax.lines]
+    df = table_to_pandas(rows_to_table(rows))
+    df["trust"] = np.linspace(0.2, 0.9, len(df))  # a later trust score is drawn when the results have one
+    ax = fig.add_subplot()
+    draw_timeline(ax, df)
+    assert "trust" in [line.get_label() for line in ax.lines]
 
 
 @pytest.fixture(scope="module")
