@@ -659,6 +659,11 @@ class Analyzer:
     def class_names(self) -> tuple[str, ...]:
         return self._analyzer.class_names
 
+    @property
+    def crop_size(self) -> int:
+        """The side of the aligned face crop the model sees (what FaceResult.align_matrix maps into)."""
+        return int(self._analyzer.crop_size)
+
     def _timestamp(self, timestamp: float | None) -> float:
         if timestamp is None:  # a live loop: seconds since the first frame, on the monotonic clock
             now = time.monotonic()

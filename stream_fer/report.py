@@ -133,7 +133,7 @@ def keyframes_from_video(df: pd.DataFrame, video: str | os.PathLike, tracks: lis
     keys = KeyFrames()
     last = max(wanted)
     with Analyzer(mode="image", max_faces=int(faces["num_faces"].max()), model=model, landmarker=landmarker) as a:
-        keys.crop_size = int(a._analyzer.crop_size)
+        keys.crop_size = a.crop_size
         source = open_source(str(video))
         with source:
             for frame in source:
