@@ -131,3 +131,45 @@ def test_history_counts_the_recent_frames_that_agree_with_the_shown_label():
 def test_a_trust_model_fitted_for_another_checkpoint_is_not_used(tmp_path, model):
     assert load_trust_model(tmp_path, "0" * 64) is None
     assert load_trust_model(tmp_path, model.source_checkpoint_sha256) is not None
+
+
+# WolfgangLanger_Pexels.mp4 (472 frames, 23.976 fps), ranges marked by eye on extracted frames: steady, unoccluded
+# faces (crying 30-56, laughing 260-440); the hand over the mouth (enters at ~60, gone by ~228); transitions
+# (brows knit and the crying sets in 4-24; the hand leaves and the smile forms 224-248).
+STEADY = [(30, 56), (260, 440)]
+HAND_OVER_MOUTH = [(60, 228)]
+TRANSITIONS = [(4, 24), (224, 248)]
+
+
+def _frames(ranges) -> np.ndarray:
+    return np.concatenate([np.arange(a, b + 1) for a, b in ranges])
+
+
+@pytest.fixture(scope="module")
+def pexels_trust(shared_dir):
+    import stream_fer
+
+    clip = shared_dir / "videos" / "WolfgangLanger_Pexels.mp4"
+    if not clip.exists():
+        pytest.skip(f"{clip} not found")
+    df = stream_fer.analyze(clip).to_pandas()
+    assert df["frame_index"].is_unique and len(df) == 472  # one face in every frame
+    return df.set_index("frame_index")
+
+
+def test_on_video_occlusion_and_transitions_get_lower_trust_than_steady_faces(pexels_trust):
+    trust = pexels_trust["trust"].astype("float64")
+    assert trust.between(0, 1).all()
+    steady, hand, moving = (trust.loc[_frames(r)] for r in (STEADY, HAND_OVER_MOUTH, TRANSITIONS))
+    assert steady.mean() > 0.9 and (steady < 0.5).mean() < 0.05
+    assert hand.mean() < steady.mean() - 0.2
+    assert (hand < 0.5).mean() > 0.3
+    assert moving.mean() < steady.mean() - 0.15
+
+
+def test_on_video_low_trust_comes_with_a_reason(pexels_trust):
+    low = pexels_trust[pexels_trust["trust"] < 0.5]
+    assert len(low) > 50
+    reasons = low["trust_reason"]
+    assert reasons.notna().mean() > 0.9
+    assert reasons.dropna().str.match(r"(low confidence|split: |mirrored face|unstable|attention|blendshapes)").all()
