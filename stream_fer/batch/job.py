@@ -82,6 +82,7 @@ class JobResult:
     started: float = 0.0  # wall-clock (epoch seconds) at the analysis's start and end
     finished: float = 0.0
     max_rss_mb: float = 0.0  # the worker process's peak resident memory so far (what a worker needs)
+    fatal: bool = False  # the worker could not load the model: no video can succeed, the batch stops
 
     def table_fields(self) -> dict:
         return {"frames": self.frames, "faces": self.faces, "seconds": round(self.seconds, 3),
@@ -160,16 +161,20 @@ def run_job(job: VideoJob) -> JobResult:
     folders are removed and the old markers go before any new output lands."""
     outputs = job.outputs
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    outputs.folder.mkdir(parents=True, exist_ok=True)
-    for path in (outputs.done, outputs.failed):
-        remove_quietly(path)
-    leftovers = 0
-    for stale in outputs.folder.glob(outputs.staging_glob):
-        shutil.rmtree(stale, ignore_errors=True)
-        leftovers += 1
-    staging = Path(tempfile.mkdtemp(prefix=f".{outputs.base.name}.partial-", dir=outputs.folder))
     try:
         engine = worker_engine(job.settings)
+    except Exception as exc:  # noqa: BLE001 - the same for every video: not this video's failure
+        return JobResult(job.video, "failed", error=f"cannot load the model: {error_line(exc)}",
+                         traceback=traceback.format_exc(), worker=worker, fatal=True)
+    leftovers, staging = 0, None
+    try:
+        outputs.folder.mkdir(parents=True, exist_ok=True)
+        for path in (outputs.done, outputs.failed):
+            remove_quietly(path)
+        for stale in outputs.folder.glob(outputs.staging_glob):
+            shutil.rmtree(stale, ignore_errors=True)
+            leftovers += 1
+        staging = Path(tempfile.mkdtemp(prefix=f".{outputs.base.name}.partial-", dir=outputs.folder))
         cpu0, t0, started = _cpu_seconds(), time.perf_counter(), time.time()
         staged = {kind: staging / final.name for kind, final in outputs.data_files.items()}
         frames, faces, summary = _analyze(job, staged, engine)
@@ -189,7 +194,8 @@ def run_job(job: VideoJob) -> JobResult:
         record_failure(job, result)
         return result
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def record_failure(job: VideoJob, result: JobResult) -> None:

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
-from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, limit_threads, run_job, warm_up
+from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, error_line, limit_threads, run_job, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ class PoolRunner:
                 except BrokenProcessPool:
                     broken = True
                     in_flight[future] = job  # handled with the others below
+                except Exception as exc:  # noqa: BLE001 - the call itself failed (not the video): still one row
+                    yield JobResult(job.video, "failed", error=error_line(exc), attempts=attempts[job.video])
             if broken:
                 lost = list(in_flight.values())
                 in_flight.clear()

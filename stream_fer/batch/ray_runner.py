@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, limit_threads, run_job, warm_up
+from stream_fer.batch.job import BatchSettings, JobResult, VideoJob, error_line, limit_threads, run_job, warm_up
 from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,9 @@ class RayRunner:
                 job = self._pending.pop(ref)
                 try:
                     result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the call failed outside the job's own handling
+                    yield JobResult(job.video, "failed", error=error_line(getattr(exc, "cause", None) or exc))
+                    continue
                 except ray.exceptions.RayError as exc:  # its worker or node kept dying: Ray gave up
                     yield JobResult(job.video, "failed", attempts=self.max_attempts,
                                     error=f"the Ray worker died {self.max_attempts} times ({first_line(exc)})")

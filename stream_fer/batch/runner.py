@@ -122,6 +122,8 @@ def run_batch(videos: Sequence[VideoInput], options: BatchOptions,
                 with _progress(options, len(jobs)) as bar:
                     failed = 0
                     for result in runner.run(jobs):
+                        if result.fatal:  # e.g. a backend this machine cannot run: stop, leave all to redo
+                            raise StreamFerError(result.error)
                         frames += result.frames
                         rows[result.video] = _result_row(by_video[result.video], result)
                         if result.status == "failed":

@@ -3,6 +3,7 @@ and a clear line when --ray is asked for without Ray installed. (No video is ana
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,14 @@ def test_ray_is_imported_only_for_ray(inputs: Path, tmp_path: Path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "stream-fer: error: --ray needs Ray: pip install 'stream-fer[ray]'" in proc.stderr
+
+
+def test_a_model_the_workers_cannot_load_stops_the_batch(inputs: Path, tmp_path: Path):
+    if importlib.util.find_spec("tensorrt") is not None:  # pragma: no cover - a GPU machine
+        pytest.skip("TensorRT is installed here: the tensorrt backend may well load")
+    proc = run_batch_cli(str(inputs), "--out-dir", str(tmp_path / "out"), "--backend", "tensorrt", "--workers", "1",
+                         timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "stream-fer: error: cannot load the model: " in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").glob("*.failed.json"))  # not the video's fault: it stays to do
+    assert "a.mp4,pending" in (tmp_path / "out" / "batch.csv").read_text()
