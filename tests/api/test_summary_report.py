@@ -196,3 +196,17 @@ def test_the_report_renders_in_chromium(reported, tmp_path):
     assert shot.stat().st_size > 50_000
     if os.environ.get("STREAM_FER_UPDATE_DOCS"):  # refresh the README's picture on purpose, never by default
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_stream_fer_run_writes_parquet_and_a_report(cli, sample_video, landmarker_model, tmp_path):
+    rows, report = tmp_path / "rows.parquet", tmp_path / "report.html"
+    result = cli(sample_video, "--parquet", rows, "--report", report, "--max-frames", "12", "--backend",
+                 "onnxruntime", env={"STREAM_FER_LANDMARKER": str(landmarker_model)})
+    assert result.returncode == 0, result.stderr
+    assert "12 frames" in result.stdout
+    df = stream_fer.read_results(rows)
+    assert df["frame_index"].tolist() == list(range(12))
+    assert df.attrs["stream_fer"]["settings"]["max_frames"] == 12
+    html = report.read_text()
+    _data_only(html)
+    assert "Key frames" in html
