@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     parser.add_argument("results", help="a results file: .parquet, .csv or .jsonl")
     parser.add_argument("--out", "-o", metavar="FILE", help="also write the table (.csv, .json or .parquet)")
     parser.add_argument("--low-trust", type=float, metavar="COS", default=None,
-                        help="cosine under which a frame counts as low trust (default: 0.7, from the model's validation data)")
+                        help="cosine under which a frame counts as low trust (default: 0.7, from the model's "
+                             "validation data)")
     parser.set_defaults(handler=_summary)
 
 
