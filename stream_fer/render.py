@@ -45,6 +45,8 @@ TEXT: Colour = (240, 242, 246)
 MUTED: Colour = (150, 156, 168)
 BAR_TRACK: Colour = (58, 62, 72)  # an empty bar, on the panel
 DARK: Colour = (16, 18, 24)
+# The trust row's bar: low (< 0.5), middling (< 0.8), high; see stream_fer.trust.
+TRUST_COLOURS: tuple[tuple[float, Colour], ...] = ((0.5, (235, 87, 87)), (0.8, (242, 180, 65)), (1.01, (96, 200, 130)))
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,11 @@ class _PanelLayout:
     name_w: int
     bar_w: int
     au_rows: tuple  # (ActionUnit, text)
+    trust_rows: int = 0  # 0: no trust score; 1: its bar; 2: its bar and the reason
+
+
+def trust_colour(score: float) -> Colour:
+    return next(c for limit, c in TRUST_COLOURS if score < limit)
 
 
 def _panel_layout(face: FaceResult, class_names: tuple[str, ...], scale: _Scale, with_bars: bool,
@@ -371,17 +378,23 @@ def _panel_layout(face: FaceResult, class_names: tuple[str, ...], scale: _Scale,
         width = max(width, pad + row + max(text_width(t, fs) for _, t in au_rows) + 2 * pad + pct_w + pad,
                     pad + head_w + pad)
     height = pad + (len(class_names) * row if with_bars else 0)
+    trust_rows = 0
+    if with_bars and face.trust is not None:  # below the bars: the trust score and what lowered it
+        trust_rows = 2 if face.trust_reason else 1
+        height += pad + trust_rows * row
+        if face.trust_reason:
+            width = max(width, pad + text_width(face.trust_reason, fs) + pad)
     if au_rows:
         height += (pad if with_bars else 0) + row * (1 + len(au_rows))
     if height <= pad:
         return None
-    return _PanelLayout(width, height + pad, row, pad, name_w, bar_w, au_rows)
+    return _PanelLayout(width, height + pad, row, pad, name_w, bar_w, au_rows, trust_rows)
 
 
 def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: FaceResult,
                 class_names: tuple[str, ...], scale: _Scale, with_bars: bool) -> None:
-    """The side panel: a bar per class (smoothed probability), then the expression's AUs with their FACS
-    names and attention shares, and the attention-AU cosine."""
+    """The side panel: a bar per class (smoothed probability), the trust score and its reason, then the
+    expression's AUs with their FACS names and attention shares, and the attention-AU cosine."""
     L, fs = layout, scale.small
     fill_rounded(canvas, x, y, L.width, L.height, max(3, fs // 2), PANEL_BG, PANEL_OPACITY)
     right = x + L.width - L.pad
@@ -402,6 +415,23 @@ def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: 
                 fill_rounded(canvas, bx, by, max(fill_w, bh), bh, bh // 2, class_colour(name),
                              1.0 if k == top else 0.6)
             put_text(canvas, f"{100 * p:.0f}%", right, cy, fs, ink, align="right")
+            yy += L.row
+    if L.trust_rows:
+        ly = int(yy + L.pad / 2)
+        cv2.line(canvas, (x + L.pad, ly), (right, ly), MUTED, 1, cv2.LINE_AA)
+        yy += L.pad
+        t = float(np.clip(face.trust, 0.0, 1.0))
+        cy = yy + L.row / 2
+        put_text(canvas, "trust", x + L.pad, cy, fs, TEXT)
+        bx, bh = x + L.pad + L.name_w + L.pad, max(3, round(L.row * 0.4))
+        by = int(round(cy - bh / 2))
+        fill_rounded(canvas, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
+        if round(L.bar_w * t) >= 1:
+            fill_rounded(canvas, bx, by, max(round(L.bar_w * t), bh), bh, bh // 2, trust_colour(t))
+        put_text(canvas, f"{100 * t:.0f}%", right, cy, fs, TEXT, align="right")
+        yy += L.row
+        if L.trust_rows > 1:
+            put_text(canvas, face.trust_reason, x + L.pad, yy + L.row / 2, fs, trust_colour(t))
             yy += L.row
     if L.au_rows:
         if with_bars:
