@@ -1,6 +1,6 @@
 """What the page shows beside a frame, computed from one FrameResult: the selected face's probability
-bars, its explanation image, a one-line summary with the attention-to-AU agreement, the MediaPipe
-blendshapes that measure the predicted expression's AUs, and the share of attention in each AU region.
+bars, its explanation image, a short summary with the attention-to-AU agreement and the trust score, the
+MediaPipe blendshapes that measure the predicted expression's AUs, and the share of attention in each AU region.
 Plain Python: the Gradio layer only puts these values into components."""
 
 from __future__ import annotations
@@ -50,7 +50,15 @@ def agreement_words(cosine: float | None) -> str:
         return "looks where the expression's AUs are"
     if cosine >= 0.4:
         return "partly on the expression's AUs"
-    return "looks elsewhere: treat this prediction with caution"
+    return "looks elsewhere than the expression's AUs"  # where it looked, not whether it is right: see trust
+
+
+def trust_words(face: FaceResult) -> str:
+    """The trust line of the summary: the estimated chance the label is right, and what lowered it."""
+    if face.trust is None:
+        return ""
+    return (f"  \ntrust: **{face.trust:.0%}** (estimated chance the label is right)"
+            + (f": {face.trust_reason}" if face.trust_reason else ""))
 
 
 def face_panels(result: FrameResult | None, selected=1, class_names=None, explain=None) -> FacePanels:
@@ -66,6 +74,7 @@ def face_panels(result: FrameResult | None, selected=1, class_names=None, explai
                f"{face.confidence:.0%}  \nattention ↔ AU-map cosine: "
                + ("n/a" if face.att_au_cosine is None else f"**{face.att_au_cosine:.2f}**")
                + f" ({agreement_words(face.att_au_cosine)})"
+               + trust_words(face)
                + (f"  \nframe {result.frame_index}, {latency:.0f} ms" if latency is not None else ""))
     # Blendshapes measure the predicted expression's AUs. Neutral has none: show those of the likeliest
     # expression that has AUs instead, and say so.
