@@ -176,7 +176,7 @@ print("ok")
     assert result.stderr == ""
 
 
-def test_one_default_min_face_in_the_api_the_cli_and_the_analyzer():
+def test_one_default_min_face_in_the_api_the_cli_batch_and_the_analyzer():
     import inspect
 
     import stream_fer
@@ -187,6 +187,10 @@ def test_one_default_min_face_in_the_api_the_cli_and_the_analyzer():
     assert inspect.signature(stream_fer.analyze).parameters["min_face"].default == DEFAULT_MIN_FACE
     assert inspect.signature(stream_fer.Analyzer).parameters["min_face"].default == DEFAULT_MIN_FACE
     assert build_parser().parse_args(["run", "in.mp4", "--csv", "x.csv"]).min_face == DEFAULT_MIN_FACE
+    assert build_parser().parse_args(["batch", "in.mp4", "--out-dir", "d"]).min_face == DEFAULT_MIN_FACE
+    from stream_fer.batch import BatchSettings
+
+    assert BatchSettings().min_face == DEFAULT_MIN_FACE
     with pytest.raises(StreamFerError, match="min_face"):
         stream_fer.Analyzer(min_face=-5)
 

@@ -35,6 +35,7 @@ class BatchSettings:
     """The analysis settings of a batch, the same for every video."""
 
     max_faces: int = 1
+    min_face: float = 40  # px: the smallest face looked for (stream_fer.api.DEFAULT_MIN_FACE)
     smoothing: str = "ema"
     smoothing_strength: float = 0.6
     backend: str = "auto"
@@ -217,7 +218,7 @@ def _analyze(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, 
     s = job.settings
     res = stream_fer.analyze(str(job.input), parquet=staged["parquet"], csv=staged.get("csv"),
                              jsonl=staged.get("jsonl"), out=staged.get("video"), max_faces=s.max_faces,
-                             smoothing=s.smoothing, smoothing_strength=s.smoothing_strength,
+                             min_face=s.min_face, smoothing=s.smoothing, smoothing_strength=s.smoothing_strength,
                              landmarker=s.landmarker, max_frames=s.max_frames, audio=s.audio, progress=False,
                              engine=engine)
     stats = res.stats

@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     model.add_argument("--model", metavar="DIR", help="exported model folder (default: the shipped model)")
     model.add_argument("--landmarker", metavar="PATH", help="face_landmarker.task (default: resolved and verified)")
     model.add_argument("--max-faces", type=int, default=1, metavar="N", help="faces per frame (default: 1)")
+    model.add_argument("--min-face", type=float, default=40, metavar="PX",
+                       help="smallest face height to look for, in pixels (default: 40; 0: the whole-frame "
+                            "detector only)")
     model.add_argument("--smoothing", default="ema", metavar="NAME",
                        help="temporal smoothing: none, ema, window, one_euro (default: ema)")
     model.add_argument("--smoothing-strength", type=float, default=0.6, metavar="X",
@@ -66,11 +69,14 @@ def _batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stream_fer.batch import BatchOptions, BatchSettings, Shard, discover, run_batch
+    from stream_fer.batch.runner import videos_text
     from stream_fer.errors import StreamFerError
     from stream_fer.smoothing import make_smoother
 
     if args.max_faces < 1:
         raise StreamFerError("--max-faces must be at least 1")
+    if not args.min_face >= 0:
+        raise StreamFerError("--min-face must be a face height in pixels >= 0 (0: no small-face search)")
     if args.max_frames is not None and args.max_frames < 1:
         raise StreamFerError("--max-frames must be at least 1")
     if args.workers is not None and args.workers < 1:
@@ -81,7 +87,7 @@ def _batch(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise StreamFerError(f"--out-dir {out_dir} is a file, not a folder")
-    settings = BatchSettings(max_faces=args.max_faces, smoothing=args.smoothing,
+    settings = BatchSettings(max_faces=args.max_faces, min_face=args.min_face, smoothing=args.smoothing,
                              smoothing_strength=args.smoothing_strength, backend=args.backend, model=args.model,
                              landmarker=args.landmarker, max_frames=args.max_frames, csv=args.csv, jsonl=args.jsonl,
                              video=args.video, audio=not args.no_audio)
@@ -96,18 +102,18 @@ def _batch(args: argparse.Namespace) -> int:
         ran = f" ({report.ran} this run: {report.frames} frames in {report.seconds:.1f} s, {report.fps:.1f} fps)"
     else:
         ran = "" if report.interrupted else " (nothing to do)"
-    print(f"{report.videos} videos: {report.done} done, {report.failed} failed"
+    print(f"{videos_text(report.videos)}: {report.done} done, {report.failed} failed"
           + (f", {report.pending} not finished" if report.pending else "") + ran)
     print(f"table: {report.table}" + (f"\ndata: {report.dataset}" if report.done else ""))
     if report.interrupted:
-        print(f"stream-fer: interrupted; run the same command again to finish the other {report.pending} videos",
+        print(f"stream-fer: interrupted; run the same command again to finish the other {videos_text(report.pending)}",
               file=sys.stderr)
         raise KeyboardInterrupt
     if report.failed:
         for video, error in report.failures[:5]:
             print(f"  failed: {video}: {error}", file=sys.stderr)
         more = f" (and {report.failed - 5} more)" if report.failed > 5 else ""
-        print(f"stream-fer: error: {report.failed} of {report.videos} videos failed{more}; see {report.table}, "
+        print(f"stream-fer: error: {report.failed} of {videos_text(report.videos)} failed{more}; see {report.table}, "
               f"tracebacks in {report.log_path}", file=sys.stderr)
         return 1
     return 0
