@@ -144,7 +144,7 @@ class FrameAnalyzer:
                  smoothing: str = "ema", smoothing_strength: float = 0.6,
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
-                 min_face: float = DEFAULT_MIN_FACE):
+                 min_face: float = DEFAULT_MIN_FACE, trust: bool = True):
         if engine is None:
             from stream_fer.engines.select import load_engine
 
@@ -170,7 +170,10 @@ class FrameAnalyzer:
                                      min_detection_confidence=min_detection_confidence, min_face=min_face)
         self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
         self.smoother = make_smoother(smoothing, smoothing_strength)
-        self.trust_model = load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
+        # trust=False skips the trust score and the mirrored crops' engine pass it needs (about one more
+        # engine call per frame with faces).
+        self.trust_model = (load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
+                            if trust else None)
         self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
         log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(engine, "name", "?"),
                   self.crop_size, engine.info.map_size, self.smoother)
