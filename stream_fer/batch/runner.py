@@ -57,6 +57,10 @@ class BatchReport:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def videos_text(n: int) -> str:
+    return f"{n} video" if n == 1 else f"{n} videos"
+
+
 def batch_file_names(shard: Shard | None) -> tuple[str, str]:
     """(table, dataset) file names; shards running at the same time each write their own."""
     if shard is None:
@@ -117,7 +121,7 @@ def run_batch(videos: Sequence[VideoInput], options: BatchOptions,
                 runner_name = runner.describe()
                 log.info("%d videos, %d to run on %s", len(videos), len(jobs), runner_name)
                 if report is not None:
-                    report(f"{len(videos)} videos: {len(videos) - len(jobs)} done before, {len(jobs)} to run "
+                    report(f"{videos_text(len(videos))}: {len(videos) - len(jobs)} done before, {len(jobs)} to run "
                            f"on {runner_name}")
                 with _progress(options, len(jobs)) as bar:
                     failed = 0

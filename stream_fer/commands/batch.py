@@ -69,6 +69,7 @@ def _batch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stream_fer.batch import BatchOptions, BatchSettings, Shard, discover, run_batch
+    from stream_fer.batch.runner import videos_text
     from stream_fer.errors import StreamFerError
     from stream_fer.smoothing import make_smoother
 
@@ -101,18 +102,18 @@ def _batch(args: argparse.Namespace) -> int:
         ran = f" ({report.ran} this run: {report.frames} frames in {report.seconds:.1f} s, {report.fps:.1f} fps)"
     else:
         ran = "" if report.interrupted else " (nothing to do)"
-    print(f"{report.videos} videos: {report.done} done, {report.failed} failed"
+    print(f"{videos_text(report.videos)}: {report.done} done, {report.failed} failed"
           + (f", {report.pending} not finished" if report.pending else "") + ran)
     print(f"table: {report.table}" + (f"\ndata: {report.dataset}" if report.done else ""))
     if report.interrupted:
-        print(f"stream-fer: interrupted; run the same command again to finish the other {report.pending} videos",
+        print(f"stream-fer: interrupted; run the same command again to finish the other {videos_text(report.pending)}",
               file=sys.stderr)
         raise KeyboardInterrupt
     if report.failed:
         for video, error in report.failures[:5]:
             print(f"  failed: {video}: {error}", file=sys.stderr)
         more = f" (and {report.failed - 5} more)" if report.failed > 5 else ""
-        print(f"stream-fer: error: {report.failed} of {report.videos} videos failed{more}; see {report.table}, "
+        print(f"stream-fer: error: {report.failed} of {videos_text(report.videos)} failed{more}; see {report.table}, "
               f"tracebacks in {report.log_path}", file=sys.stderr)
         return 1
     return 0
