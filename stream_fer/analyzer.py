@@ -193,10 +193,15 @@ class FrameAnalyzer:
         out_faces: list[ClassifiedFace] = []
         if faces:
             crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
-            out = self.engine.infer(crops)
-            # The mirrored crops too, for the trust score: a face whose mirror image reads differently is ambiguous.
-            mirror = (self.engine.infer(np.ascontiguousarray(crops[:, :, ::-1])).probs
-                      if self.trust_model is not None else None)
+            n = len(faces)
+            mirror = None
+            if self.trust_model is not None:
+                # The mirrored crops too, for the trust score (a face whose mirror image reads differently is
+                # ambiguous), in the same engine call: one batch of 2n, each face's output the same as alone.
+                out = self.engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
+                mirror = out.probs[n:]
+            else:
+                out = self.engine.infer(crops)
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)
