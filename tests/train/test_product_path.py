@@ -1,0 +1,65 @@
+"""The product-path evaluation (train/product_path.py) on a small real slice of FER+: it runs the image the way
+the analyzer runs a frame, caches what is slow, and the trust fit's features come from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def product_path(small_splits, landmarker_model, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STREAM_FER_CACHE", str(tmp_path_factory.mktemp("cache")))  # keep the user's cache out of it
+    from stream_fer.train.product_path import run_split
+
+    split = small_splits["test"].subset(slice(0, 24))
+    try:
+        yield split, run_split(split, landmarker_path=landmarker_model)
+    finally:
+        mp.undo()
+
+
+def test_outputs_are_the_engines_on_the_stored_crops(product_path, onnx_engine):
+    split, out = product_path
+    assert out.found.mean() > 0.8  # MediaPipe finds most FER+ faces on the upscaled image
+    found = out.found
+    np.testing.assert_allclose(out.probs[found].sum(axis=1), 1.0, atol=1e-4)
+    assert not out.probs[~found].any()
+    again = onnx_engine.infer(out.crops[found])
+    np.testing.assert_allclose(again.probs, out.probs[found], atol=1e-5)
+    assert len(out.blendshape_names) == 52 and (out.blendshapes[found] >= 0).all()
+
+
+def test_a_face_gets_what_the_analyzer_gives_the_same_frame(product_path, onnx_engine, landmarker_model):
+    from stream_fer.analyzer import FrameAnalyzer
+    from stream_fer.frames import Frame
+    from stream_fer.train.landmarks import ATTEMPTS, _attempt_image
+
+    split, out = product_path
+    size, pad, _, fill = ATTEMPTS[0]
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", smoothing="none",
+                       min_detection_confidence=0.2) as analyzer:
+        checked = 0
+        for i in np.flatnonzero(out.found)[:6]:
+            frame = _attempt_image(split.images[i], size, pad, False, fill)
+            faces = analyzer.classify(analyzer.detect(Frame(0, 0.0, 0.0, frame))).faces
+            if not faces:  # found by a later (equalised) attempt: not this frame
+                continue
+            np.testing.assert_allclose(faces[0].raw_probs, out.probs[i], atol=1e-4)
+            np.testing.assert_allclose(faces[0].crop_points, out.crop_points[i], atol=1e-3)
+            checked += 1
+    assert checked >= 3
+
+
+def test_metrics_and_the_cache(product_path, landmarker_model):
+    from stream_fer.train.product_path import product_path_metrics, run_split
+
+    split, out = product_path
+    m = product_path_metrics(out)
+    assert m["images"] == 24 and m["faces_found"] == int(out.found.sum())
+    assert m["n"] == m["labelled_found"] and 0.8 < m["coverage"] <= 1.0
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["att_cos"] is not None
+    cached = run_split(split, landmarker_path=landmarker_model)  # read back, not recomputed
+    np.testing.assert_array_equal(cached.probs, out.probs)
+    np.testing.assert_array_equal(cached.crops, out.crops)
