@@ -6,8 +6,9 @@
 2. Classifies every source frame at full size (the reference; VIDEO mode, no smoothing).
 3. Runs the composed video with the small-face search (--min-face, default the product's) and without it
    (min_face=0, the whole-frame pass only): per face size the share of frames it was landmarked in (of the
-   frames where the full-size reference found it), the agreement of its raw label with the full-size label,
-   its track ids, and fps and CPU ms per frame (decode + FrameAnalyzer.analyze: landmarks, classify, track,
+   frames where the full-size reference found it), the agreement of its raw label with the full-size label
+   (and, for comparison, of the label the same small face gets when aligned with its full-size landmarks
+   scaled into place: what the classifier can do at that size with perfect landmarks), its track ids, and fps and CPU ms per frame (decode + FrameAnalyzer.analyze: landmarks, classify, track,
    render; one thread of Python).
 4. Runs today's large-face clip (WolfgangLanger_Pexels.mp4, 640x360) with and without the search, the two
    sides interleaved frame by frame, median of --repeats, at max_faces 1 (the default) and 2, and checks the
@@ -87,21 +88,48 @@ class Slot:
         return i if i < length else 2 * length - 2 - i
 
 
-def reference(analyzer: FrameAnalyzer, frames: list[np.ndarray]) -> tuple[list[str | None], float]:
-    """Full-size raw label per source frame (None: no face) and the median face height."""
+def reference(analyzer: FrameAnalyzer, frames: list[np.ndarray]):
+    """Full-size raw label and landmarks per source frame (None: no face), and the median face height."""
     from stream_fer.frames import Frame
 
     analyzer.reset()
-    labels, heights = [], []
+    labels, points, heights = [], [], []
     for i, rgb in enumerate(frames):
         result = analyzer.track(analyzer.classify(analyzer.detect(Frame(i, i / 30.0, 0.0, rgb))))
         if result.faces:
             face = max(result.faces, key=lambda f: f.box[3] - f.box[1])
             labels.append(analyzer.class_names[int(np.argmax(face.raw_probs))])
+            points.append(face.landmarks)
             heights.append(face.box[3] - face.box[1])
         else:
             labels.append(None)
-    return labels, float(np.median(heights))
+            points.append(None)
+    return labels, points, float(np.median(heights))
+
+
+def perfect_labels(engine, path: Path, slots: list[Slot], clips, ref_points, class_names) -> dict[str, list]:
+    """Per slot and frame, the label of the face in the composed video aligned with its full-size landmarks
+    scaled into place (perfect landmarks): what the classifier makes of a face this small at best."""
+    from stream_fer.align import align_faces
+
+    out = {slot.name: [] for slot in slots}
+    for t, rgb in enumerate(decode(path)):
+        placed = []
+        for slot in slots:
+            src = clips[slot.source]
+            pts = ref_points[slot.source][slot.source_index(t, len(src))]
+            if pts is None:
+                out[slot.name].append(None)
+                continue
+            x0, y0, x1, y1 = slot.rect
+            sx, sy = (x1 - x0) / src[0].shape[1], (y1 - y0) / src[0].shape[0]
+            placed.append((slot.name, pts * np.float32((sx, sy, sx)) + np.float32((x0, y0, 0))))
+        if placed:
+            crops, _ = align_faces(rgb, [p for _, p in placed], engine.info.input_size)
+            probs = engine.infer(crops).probs
+            for (name, _), p in zip(placed, probs):
+                out[name].append(class_names[int(np.argmax(p))])
+    return out
 
 
 def compose(out: Path, n_frames: int, clips: dict[str, list[np.ndarray]], face_height: dict[str, float],
@@ -182,10 +210,10 @@ def stage_ms(results) -> str:
     return ", ".join(f"{name} {np.mean(v):.1f}" for name, v in stages.items())
 
 
-def score(results, slots: list[Slot], clips, ref_labels, class_names) -> dict[str, dict]:
+def score(results, slots: list[Slot], clips, ref_labels, class_names, perfect) -> dict[str, dict]:
     out = {}
     for slot in slots:
-        frames, found, agree, compared, ids = 0, 0, 0, 0, []
+        frames, found, agree, compared, ids, agree_perfect = 0, 0, 0, 0, [], 0
         for t, result in enumerate(results):
             src_len = len(clips[slot.source])
             ref = ref_labels[slot.source][slot.source_index(t, src_len)]
@@ -195,6 +223,7 @@ def score(results, slots: list[Slot], clips, ref_labels, class_names) -> dict[st
             if ref is None:
                 continue  # the face is not findable at full size either (a hand over it)
             frames += 1
+            agree_perfect += perfect[slot.name][t] == ref
             if inside:
                 found += 1
                 face = inside[0]
@@ -203,7 +232,8 @@ def score(results, slots: list[Slot], clips, ref_labels, class_names) -> dict[st
                 agree += class_names[int(np.argmax(face.raw_probs))] == ref
         switches = sum(a != b for a, b in zip(ids, ids[1:]))
         out[slot.name] = {"nominal": slot.nominal, "frames": frames, "found": found, "agree": agree,
-                          "compared": compared, "tracks": len(set(ids)), "id_switches": switches}
+                          "compared": compared, "tracks": len(set(ids)), "id_switches": switches,
+                          "agree_perfect": agree_perfect}
     stray = sum(1 for r in results for f in r.faces
                 if not any(s.rect[0] <= (f.box[0] + f.box[2]) / 2 <= s.rect[2]
                            and s.rect[1] <= (f.box[1] + f.box[3]) / 2 <= s.rect[3] for s in slots))
@@ -213,8 +243,9 @@ def score(results, slots: list[Slot], clips, ref_labels, class_names) -> dict[st
 
 def table(title: str, scores: dict[str, dict]) -> None:
     print(f"\n{title}")
-    print("| face | frames | landmarked | agreement with full size | track ids | id switches |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| face | frames | landmarked | agreement with full size | the same with perfect landmarks | track ids | "
+          "id switches |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, s in scores.items():
         if name == "elsewhere":
             print(f"faces found outside every face's rectangle (false alarms): {s['stray']}")
@@ -222,7 +253,9 @@ def table(title: str, scores: dict[str, dict]) -> None:
         recall = s["found"] / s["frames"] if s["frames"] else float("nan")
         agreement = s["agree"] / s["compared"] if s["compared"] else float("nan")
         agree_text = f"{agreement:.3f}" if s["compared"] else "-"
-        print(f"| {name} | {s['frames']} | {recall:.3f} | {agree_text} | {s['tracks']} | {s['id_switches']} |")
+        perfect = s["agree_perfect"] / s["frames"] if s["frames"] else float("nan")
+        print(f"| {name} | {s['frames']} | {recall:.3f} | {agree_text} | {perfect:.3f} | {s['tracks']} | "
+              f"{s['id_switches']} |")
 
 
 def main(argv=None) -> int:
@@ -247,8 +280,9 @@ def main(argv=None) -> int:
 
     with analyzer(0, 1) as ref_analyzer:
         ref = {name: reference(ref_analyzer, frames) for name, frames in clips.items()}
-    ref_labels = {name: labels for name, (labels, _) in ref.items()}
-    face_height = {name: height for name, (_, height) in ref.items()}
+    ref_labels = {name: labels for name, (labels, _, _) in ref.items()}
+    ref_points = {name: points for name, (_, points, _) in ref.items()}
+    face_height = {name: height for name, (_, _, height) in ref.items()}
     print("full-size reference: median face height " + ", ".join(f"{n} {h:.0f} px" for n, h in face_height.items()))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,12 +290,13 @@ def main(argv=None) -> int:
         slots = compose(path, args.frames, clips, face_height, background)
         print(f"composed {path.name}: {args.frames} frames {WIDTH}x{HEIGHT}, faces " +
               ", ".join(f"{s.name}" for s in slots))
+        perfect = perfect_labels(engine, path, slots, clips, ref_points, ref_analyzer.class_names)
         runs = {}
         for min_face in (0, args.min_face):
             with analyzer(min_face, len(slots) + 2) as a:
                 results, fps, cpu_ms = run_video(a, path)
                 stats = a.landmarker.search_stats
-            runs[min_face] = (score(results, slots, clips, ref_labels, a.class_names), fps, cpu_ms, stats)
+            runs[min_face] = (score(results, slots, clips, ref_labels, a.class_names, perfect), fps, cpu_ms, stats)
             label = f"min_face={min_face:g}" if min_face else "whole-frame pass only (min_face=0)"
             search = (f"; search {stats['ms'] / len(results):.1f} ms/frame (wall): {stats['tiles']} tiles scanned, "
                       f"{stats['follows']} follows, {stats['found']} found, {stats['lost']} lost") if stats else ""
