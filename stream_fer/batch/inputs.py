@@ -18,6 +18,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".m
                             ".ts", ".mts", ".m2ts", ".3gp", ".ogv"})
 MANIFEST_SUFFIXES = frozenset({".txt", ".csv", ".lst", ".list"})
 MANIFEST_PATH_COLUMN = "path"
+ANNOTATED_SUFFIX = ".annotated.mp4"  # a batch's annotated videos (layout.py)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -116,8 +117,12 @@ def _search_folder(folder: Path, exclude: Path | None) -> list[Path]:
         here = Path(dirpath)
         # hidden folders (.git, a batch's .partial staging folders) and the output folder are not inputs
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d) != exclude)
+        # an output folder that is the searched folder (or above it) holds the outputs beside the inputs:
+        # its annotated videos are not inputs either
+        in_outputs = exclude is not None and (here == exclude or exclude in here.parents)
         videos.extend(here / f for f in sorted(filenames)
-                      if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES)
+                      if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_SUFFIXES
+                      and not (in_outputs and f.endswith(ANNOTATED_SUFFIX)))
     return videos
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from stream_fer.batch.inputs import VideoInput
+from stream_fer.batch.inputs import ANNOTATED_SUFFIX, VideoInput
 
 TABLE_NAME = "batch.csv"
 DATASET_NAME = "batch.parquet"
@@ -84,4 +84,4 @@ def video_outputs(out_dir: Path, base: PurePosixPath, *, csv: bool = False, json
     return VideoOutputs(base=b, parquet=with_ext(".parquet"), summary=with_ext(".summary.json"),
                         done=with_ext(".done.json"), failed=with_ext(".failed.json"),
                         csv=with_ext(".csv") if csv else None, jsonl=with_ext(".jsonl") if jsonl else None,
-                        video=with_ext(".annotated.mp4") if video else None)
+                        video=with_ext(ANNOTATED_SUFFIX) if video else None)

@@ -4,6 +4,7 @@ after a failure or Ctrl-C, so the folder always says where the batch stands."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -108,7 +109,30 @@ def run_batch(videos: Sequence[VideoInput], options: BatchOptions,
     if options.shard is not None:
         videos = options.shard.select(videos)
     table_name, dataset_name = batch_file_names(options.shard)
-    table_path, dataset_path, log_path = out_dir / table_name, out_dir / dataset_name, out_dir / LOG_NAME
+    with one_run_at_a_time(out_dir / f".{table_name}.lock", options.shard):
+        return _run(videos, bases, options, out_dir / table_name, out_dir / dataset_name, out_dir / LOG_NAME,
+                    report)
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(lock_path: Path, shard: Shard | None):
+    """Holds an exclusive lock on `lock_path` (POSIX advisory; NFS supports it) or fails at once: two runs of
+    the same batch (or shard) in one folder would do videos twice."""
+    import fcntl
+
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            what = f"shard {shard}" if shard is not None else "batch"
+            raise StreamFerError(f"another stream-fer batch is running this {what} in {lock_path.parent}; "
+                                 "wait for it to finish (its finished videos will be skipped)") from None
+        yield
+
+
+def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table_path: Path, dataset_path: Path,
+         log_path: Path, report: Callable[[str], None] | None) -> BatchReport:
+    out_dir = Path(options.out_dir)
     jobs, rows = plan(videos, bases, options)
     by_video = {job.video: job for job in jobs}
     frames, t0, interrupted, runner_name = 0, time.perf_counter(), False, "nothing to run"

@@ -60,3 +60,18 @@ def test_a_model_the_workers_cannot_load_stops_the_batch(inputs: Path, tmp_path:
     assert "stream-fer: error: cannot load the model: " in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").glob("*.failed.json"))  # not the video's fault: it stays to do
     assert "a.mp4,pending" in (tmp_path / "out" / "batch.csv").read_text()
+
+
+def test_a_second_run_of_the_same_batch_at_once_is_refused(inputs: Path, tmp_path: Path):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".batch.csv.lock", "a") as held:  # as a running batch holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_batch_cli(str(inputs), "--out-dir", str(out), timeout=60)
+        sharded = run_batch_cli(str(inputs), "--out-dir", str(out), "--shard", "1/1", "--max-frames", "1",
+                                timeout=120)
+    assert proc.returncode == 2 and "stream-fer: error: another stream-fer batch is running this batch" in proc.stderr
+    assert not (out / "batch.csv").exists()
+    assert sharded.returncode == 0, sharded.stderr  # a shard has its own lock

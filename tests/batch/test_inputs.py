@@ -53,6 +53,12 @@ def test_the_output_folder_inside_an_input_folder_is_not_searched(tree: Path):
     assert "results/s1/a.annotated.mp4" in names(discover([str(tree)]))
 
 
+def test_outputs_beside_the_inputs_are_not_inputs(tree: Path):
+    _touch(tree, "s2/d.annotated.mp4", "s2/d.parquet")
+    assert names(discover([str(tree / "s2")], exclude=tree)) == ["d.mp4"]
+    assert names(discover([str(tree / "s2")], exclude=tree / "s2")) == ["d.mp4"]
+
+
 def test_text_manifest_relative_to_its_folder(tree: Path):
     manifest = tree / "list.txt"
     manifest.write_text("# session one\ns1/a.mp4\n\n" + str(tree / "s2" / "d.mp4") + "\n")
