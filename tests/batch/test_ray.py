@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import av
 import pandas as pd
 import pytest
 
@@ -44,7 +45,8 @@ def _ray_workers_running_a_video() -> list[int]:
 def test_ray_batch_writes_what_the_pool_writes(ray_address, tmp_path: Path):
     inputs = make_inputs(tmp_path / "in", good=["a/good.mp4", "b/good.mp4"], broken=["b/broken.mp4"])
     out = tmp_path / "out"
-    proc = run_batch_cli(str(inputs), "--out-dir", str(out), "--max-frames", "8", "--jsonl", f"--ray={ray_address}")
+    proc = run_batch_cli(str(inputs), "--out-dir", str(out), "--max-frames", "8", "--jsonl", "--video",
+                         f"--ray={ray_address}")
     assert proc.returncode == 1, proc.stderr
     assert "on the Ray cluster at" in proc.stderr and "1 of 3 videos failed" in proc.stderr
     table = read_table(out)
@@ -54,6 +56,8 @@ def test_ray_batch_writes_what_the_pool_writes(ray_address, tmp_path: Path):
     df = pd.read_parquet(out / "batch.parquet")
     assert df.groupby("video")["frame_index"].nunique().to_dict() == {"a/good.mp4": 8, "b/good.mp4": 8}
     assert (out / "a" / "good.jsonl").is_file() and (out / "b" / "good.summary.json").is_file()
+    with av.open(str(out / "a" / "good.annotated.mp4")) as annotated:  # --video: a playable, complete file
+        assert sum(1 for _ in annotated.decode(video=0)) == 8
     assert leftovers(out) == [] and not list(out.glob(".stream-fer-probe*"))
 
 
