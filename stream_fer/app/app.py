@@ -1,14 +1,16 @@
 """The Gradio page: four tabs (Webcam, RTSP, File, Image) over AppHandlers, and `serve()` to run it.
 
 This is the only module that imports gradio. Layout and wiring only: every value shown comes from
-stream_fer.app.handlers, which runs the CLI's own per-frame analysis and pipeline.
+stream_fer.app.handlers, which runs the CLI's own per-frame analysis and pipeline. The Webcam tab is the
+live view that the page draws itself (static/live.js over the live websocket, stream_fer.app.live); its
+routes are given to Gradio's own FastAPI app at launch (no other web framework).
 
 Safety: binds 127.0.0.1 unless told otherwise; uploads are capped (launch's max_file_size); handlers
 read only files gradio itself received (no path typed into the page is ever opened); stream URLs must be
-rtsp://; each visitor's live analyzers are kept by the app's Visitors registry under Gradio's session hash
-(released when the page closes, through the unload event, or after an idle time; capped in number), and
-events run concurrently across visitors (each event has its own concurrency limit, so a long file job
-never blocks a webcam stream). Images a response returns are written to files of their own
+rtsp://; each visitor's live analyzers are kept by the app's Visitors registry (per live websocket, or
+under Gradio's session hash for RTSP; released when the connection or page closes, or after an idle time;
+capped in number), and events run concurrently across visitors (each event has its own concurrency limit,
+so a long file job never blocks a live view). Images a response returns are written to files of their own
 (stream_fer.app.outputs), so identical requests never share an output file.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 import gradio as gr
 
 from stream_fer.app.handlers import AppHandlers
+from stream_fer.app.live import STATIC_PATH, LiveEndpoint, live_routes
 from stream_fer.app.outputs import response_image
 from stream_fer.app.ports import check_port_free
 from stream_fer.app.sessions import AnalyzerFactory, EnginePool, overlay_choices
@@ -59,6 +62,18 @@ def _user_errors(fn):
             raise gr.Error(str(exc)) from None
     return wrapper
 
+
+LIVE_HEAD = (f'<link rel="stylesheet" href="{STATIC_PATH}/live.css">'
+             f'<script src="{STATIC_PATH}/live.js" defer></script>')
+LIVE_HTML = """<div class="sf-live">
+  <div class="sf-stage"><video class="sf-video" playsinline muted></video><canvas class="sf-overlay"></canvas></div>
+  <div class="sf-side">
+    <div class="sf-controls"><button class="sf-start" type="button">Start live analysis</button>
+      <span class="sf-status">Your camera starts when you click. The preview is mirrored; the analysis sees the
+      true image. Nothing is stored.</span></div>
+    <div class="sf-panels"></div>
+  </div>
+</div>"""
 
 OVERLAY_LABELS = {"box": "box", "label": "label", "bars": "probability bars", "attention": "attention map",
                   "au_regions": "AU regions", "panel": "explanation panel in the corner"}
@@ -133,27 +148,9 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
 
         with gr.Tabs():
             with gr.Tab("Webcam", id="webcam"):
-                cam_panels = _Panels("webcam")
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        with gr.Row():
-                            cam_in = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
-                                              elem_id="webcam-in")
-                            cam_out = gr.Image(label="Annotated", type="numpy", interactive=False, format="jpeg",
-                                               elem_id="webcam-out")
-                        cam_panels.explanation.render()
-                    with gr.Column(scale=2):
-                        cam_panels.render_side()
-                def webcam(frame, backend_, faces_, smoothing_, strength_, overlays_, selected_,
-                           request: gr.Request):
-                    return handlers.webcam(frame, request.session_hash, backend_, faces_, smoothing_, strength_,
-                                           overlays_, selected_)
-
-                cam_in.stream(_user_errors(webcam), [cam_in, *controls, selected],
-                              [cam_out, *cam_panels.outputs], api_name="webcam",
-                              stream_every=1.0 / config.webcam_fps, time_limit=config.stream_time_limit_s,
-                              concurrency_limit=LIVE_CONCURRENCY, concurrency_id="webcam",
-                              show_progress="hidden")
+                # The page draws this view itself (static/live.js): its own <video>, an overlay canvas, and
+                # panels, fed by compact per-frame results over the live websocket (stream_fer.app.live).
+                gr.HTML(LIVE_HTML, head=LIVE_HEAD, js_on_load=None, elem_id="webcam-live")
 
             with gr.Tab("RTSP", id="rtsp"):
                 rtsp_panels = _Panels("rtsp")
@@ -258,8 +255,12 @@ def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     """Start the server for a built page; returns (app, local_url) when block=False."""
     check_port_free(host, port)
     demo.queue(default_concurrency_limit=1)
+    # The live view's websocket and its JS/CSS, as routes of Gradio's own FastAPI app (given first, so no
+    # Gradio route shadows them).
+    routes = live_routes(LiveEndpoint(demo.handlers))
     try:
         app, local_url, _ = demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+                                        app_kwargs={"routes": routes},
                                         max_file_size=f"{int(max_upload_mb)}mb", prevent_thread_lock=not block,
                                         quiet=quiet, ssr_mode=False, show_error=False, footer_links=["api"],
                                         mcp_server=False, pwa=False, enable_monitoring=False)

@@ -1,11 +1,12 @@
 """The app's event handlers as plain functions: values in, values out, no gradio. stream_fer.app.app
 binds them to components; tests call them directly on real frames.
 
-Every handler runs the same per-frame analysis as the CLI (FrameAnalyzer.analyze); the file and RTSP
-handlers run the CLI's own pipeline (run_pipeline with its sources and sinks). Live streams (LiveSession,
-RtspSession) belong to one visitor (Gradio's session hash) and are kept by the app's Visitors registry,
-which releases them when the visitor leaves or goes idle and caps how many visitors hold one; photos go
-to a small shared pool of image-mode analyzers.
+Every handler runs the same per-frame analysis as the CLI and the public API (stream_fer.Analyzer for the
+live view, FrameAnalyzer for photos); the file and RTSP handlers run the CLI's own pipeline (run_pipeline
+with its sources and sinks). Live streams (LiveAnalysis, RtspSession) belong to one visitor (a live view's
+websocket, or Gradio's session hash) and are kept by the app's Visitors registry, which releases them when
+the visitor leaves or goes idle and caps how many visitors hold one; photos go to a small shared pool of
+image-mode analyzers.
 
 The panels a handler returns are always, in this order: probability bars (dict), explanation image,
 summary (Markdown), blendshape scores (dict), attention share per AU region (dict).
@@ -14,12 +15,13 @@ summary (Markdown), blendshape scores (dict), attention share per AU region (dic
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 from stream_fer.app.panels import FacePanels, face_panels
-from stream_fer.app.sessions import AnalyzerFactory, ImagePool, LiveSession
+from stream_fer.app.sessions import AnalyzerFactory, ImagePool, LiveAnalysis
 from stream_fer.app.settings import AnalysisSettings, AppConfig, check_uploaded
 from stream_fer.app.visitors import Visitors, release_memory
 from stream_fer.errors import StreamFerError
@@ -80,17 +82,22 @@ class AppHandlers:
 
     # ------------------------------------------------------------------------------------ webcam
 
-    def webcam(self, frame, visitor: str, backend, max_faces, smoothing, strength, overlays, selected) -> tuple:
-        """One webcam frame of a visitor -> (annotated frame, *panels). A frame that arrives while this
-        visitor's previous frame is still being analysed is dropped: every output is `skip`."""
-        if frame is None:
-            return self._skips()
-        settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
-        with self.visitors.lease(visitor, "webcam", lambda: LiveSession(self.factory)) as session:
-            analysed = session.step(frame, settings)
-        if analysed is None:
-            return self._skips()
-        return (analysed.annotated,) + self._panels(analysed, selected)
+    def admit_live(self, visitor: str) -> None:
+        """Give a new live view its session now (or refuse it: AppBusy), before its first frame."""
+        with self.visitors.lease(visitor, "live", lambda: LiveAnalysis(self.factory)):
+            pass
+
+    def live(self, rgb, visitor: str, settings: AnalysisSettings, frame_id: int = 0, dropped: int = 0) -> dict:
+        """One frame of a visitor's live view -> its compact result for the page to draw
+        (stream_fer.app.live.frame_json): frames of one visitor go through its own analyzer, in order."""
+        from stream_fer.app.live import frame_json
+
+        t0 = time.perf_counter()
+        with self.visitors.lease(visitor, "live", lambda: LiveAnalysis(self.factory)) as live:
+            result, crop_size, class_names = live.analyse(rgb, settings)
+        h, w = np.asarray(rgb).shape[:2]
+        return frame_json(result, w, h, class_names, crop_size, frame_id, dropped,
+                          (time.perf_counter() - t0) * 1000.0)
 
     # ------------------------------------------------------------------------------------- image
 

@@ -1,5 +1,5 @@
 """Analyzers for the app's visitors: each live stream (webcam, RTSP) of a browser session owns its own
-FrameAnalyzer, so one visitor's tracker, smoother and landmarker never see another's frames, and a busy
+analyzer, so one visitor's tracker, smoother and landmarker never see another's frames, and a busy
 visitor never holds a lock another one waits on; photos are analysed by a small shared pool of image-mode
 analyzers (nothing carries over between photos). Engines are loaded once per backend and shared; an
 engine whose backend is not known to be safe to call from several threads at once is serialised behind a
@@ -118,48 +118,6 @@ def overlay_choices() -> tuple[list[str], list[str]]:
     return names, [f.name for f in fields(OverlayOptions) if isinstance(f.default, bool) and f.default]
 
 
-class AnalyzerSlot:
-    """One analyzer for one stream of frames, rebuilt when the visitor changes the settings. Frames of one
-    stream are analysed one at a time, in order (the smoother and tracker depend on it)."""
-
-    def __init__(self, factory: AnalyzerFactory, mode: str = "video") -> None:
-        self._factory = factory
-        self._mode = mode
-        self._analyzer = None
-        self._settings: AnalysisSettings | None = None
-        self.lock = threading.Lock()  # held while a frame is analysed
-
-    def analyzer(self, settings: AnalysisSettings):
-        """The analyzer for these settings (call with `lock` held). Overlays only change how frames are
-        drawn, so switching them keeps the analyzer (and its tracks and smoothing)."""
-        if (self._analyzer is not None and settings != self._settings
-                and dataclasses.replace(settings, overlays=self._settings.overlays) == self._settings):
-            self._analyzer.overlays = overlay_options(settings.overlays)
-            self._settings = settings
-        if self._analyzer is None or settings != self._settings:
-            self._close_analyzer()
-            self._analyzer = self._factory.create(settings, mode=self._mode)
-            self._settings = settings
-        return self._analyzer
-
-    def _close_analyzer(self) -> None:
-        if self._analyzer is not None:
-            try:
-                self._analyzer.close()
-            except Exception:  # closing must never take a visitor's request down
-                log.exception("app: closing an analyzer failed")
-            self._analyzer = None
-
-    def reset(self) -> None:
-        with self.lock:
-            if self._analyzer is not None:
-                self._analyzer.reset()
-
-    def close(self) -> None:
-        with self.lock:
-            self._close_analyzer()
-
-
 @dataclass(frozen=True)
 class Analysed:
     """One analysed frame, with what the explanation panel needs to redraw any of its faces."""
@@ -177,51 +135,56 @@ def analyse_frame(analyzer, frame: Frame) -> Analysed:
     return Analysed(frame.rgb, annotated, result, int(analyzer.crop_size), tuple(analyzer.class_names))
 
 
-class LiveSession:
-    """A webcam stream of one browser session: frames get increasing indices and capture-clock
-    timestamps, and go through the session's own analyzer one at a time. A frame that arrives while the
-    previous one is still being analysed is dropped (live sources keep latency bounded by dropping)."""
+class LiveAnalysis:
+    """One visitor's live stream (the webcam view): the public stream_fer.Analyzer in video mode on the
+    app's shared engine, rebuilt when the visitor's analysis settings change. Frames go through it one at
+    a time, in order (tracks and smoothing depend on it); a pause of more than NEW_STREAM_GAP_S starts a
+    new stream (fresh tracks and smoothing)."""
 
-    NEW_STREAM_GAP_S = 2.0  # a pause longer than this starts a new stream (fresh tracks and smoothing)
+    NEW_STREAM_GAP_S = 2.0
 
     def __init__(self, factory: AnalyzerFactory) -> None:
-        self.slot = AnalyzerSlot(factory, mode="video")
-        self.frames_in = 0
-        self.dropped = 0
-        self._t0: float | None = None
+        self._factory = factory
+        self._analyzer = None
+        self._settings: AnalysisSettings | None = None
+        self._lock = threading.Lock()
         self._last_seen: float | None = None
-        self.last: Analysed | None = None
+        self.frames = 0
 
-    def step(self, rgb: np.ndarray, settings: AnalysisSettings) -> Analysed | None:
-        """Analyse one frame; None when the previous frame is still being analysed (this one is dropped)."""
+    @property
+    def analyzer(self):
+        """The current stream_fer.Analyzer (None before the first frame and after close)."""
+        return self._analyzer
+
+    def analyse(self, rgb: np.ndarray, settings: AnalysisSettings) -> tuple[FrameResult, int, tuple[str, ...]]:
+        """(FrameResult, crop size, class names) for the stream's next frame."""
+        import stream_fer
+
         rgb = as_rgb(rgb)
-        if not self.slot.lock.acquire(blocking=False):
-            self.dropped += 1
-            return None
-        try:
-            analyzer = self.slot.analyzer(settings)
+        with self._lock:
+            if self._analyzer is None or settings != self._settings:
+                self._close()
+                self._analyzer = stream_fer.Analyzer(
+                    engine=self._factory.engines.get(settings.backend), landmarker=self._factory.landmarker_path,
+                    max_faces=settings.max_faces, smoothing=settings.smoothing,
+                    smoothing_strength=settings.smoothing_strength, mode="video")
+                self._settings = settings
             now = time.monotonic()
             if self._last_seen is not None and now - self._last_seen > self.NEW_STREAM_GAP_S:
-                analyzer.reset()  # the visitor stopped and started again: a new stream, not a long frame
-                self._t0 = None
+                self._analyzer.reset()
             self._last_seen = now
-            if self._t0 is None:
-                self._t0 = now
-            frame = Frame(index=self.frames_in, timestamp=now - self._t0, capture_time=now, rgb=rgb)
-            self.frames_in += 1
-            self.last = analyse_frame(analyzer, frame)
-            return self.last
-        finally:
-            self.slot.lock.release()
+            result = self._analyzer.process(rgb)
+            self.frames += 1
+            return result, int(self._analyzer.engine.info.input_size), tuple(self._analyzer.class_names)
 
-    def restart(self) -> None:
-        """A new stream from the same visitor: forget tracks and smoothing, keep the analyzer."""
-        self.slot.reset()
-        self._t0 = self._last_seen = None
-        self.last = None
+    def _close(self) -> None:
+        if self._analyzer is not None:
+            _close_analyzer(self._analyzer)
+            self._analyzer = None
 
     def close(self) -> None:
-        self.slot.close()
+        with self._lock:
+            self._close()
 
 
 class ImagePool:

@@ -30,8 +30,6 @@ class AppConfig:
     landmarker_path: Path | None = None  # None: resolved as the CLI resolves it
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     backends: tuple[str, ...] = BACKENDS  # offered in the page
-    webcam_fps: float = 10.0  # how often the browser sends a webcam frame
-    stream_time_limit_s: int = 600  # a webcam stream re-queues after this, so no one holds a worker forever
     rtsp_poll_s: float = 0.2  # how often the RTSP panels refresh
     max_video_frames: int | None = None  # refuse longer uploads (None: no limit beyond the size limit)
     max_sessions: int = DEFAULT_MAX_SESSIONS  # visitors holding a live stream at once; the next one is told "busy"

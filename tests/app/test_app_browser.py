@@ -1,9 +1,10 @@
 """The page in a real browser: Debian's Chromium driven by Playwright.
 
-- Image tab: upload a photo, wait for the annotated photo and the explanation, save a screenshot to
-  tmp (STREAM_FER_UPDATE_DOCS=1 copies it to docs/app_screenshot.png for the README).
-- Webcam tab: Chromium's fake camera plays frames of single_face.mp4; pressing Record streams them to the
-  app, which streams annotated frames and the panels back.
+- Image tab: upload a photo, wait for the annotated photo and the explanation.
+- Webcam tab (the live view): Chromium's fake camera plays frames of single_face.mp4 (the smile); one click
+  starts live analysis, the page draws the overlay on its own canvas from the results of the live
+  websocket, and a screenshot is saved to tmp (STREAM_FER_UPDATE_DOCS=1 copies it to
+  docs/app_screenshot.png for the README); a second tab gets its own session; stopping is clean.
 
 Skipped, with the reason, without /usr/bin/chromium (Debian: apt-get install -y chromium) or the playwright
 package (pip install playwright; never `playwright install`: the browser is Debian's)."""
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,8 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "app_screenshot.png"
 
 @pytest.fixture(scope="module")
 def fake_camera(single_face_video, tmp_path_factory) -> Path:
-    """The first second of single_face.mp4 as a .y4m file, which Chromium's fake camera plays in a loop."""
+    """A second of single_face.mp4 around the broad smile (frames 30-59) as a .y4m file, which Chromium's
+    fake camera plays in a loop."""
     import av
 
     path = tmp_path_factory.mktemp("camera") / "single_face.y4m"
@@ -35,7 +38,9 @@ def fake_camera(single_face_video, tmp_path_factory) -> Path:
         stream = out.add_stream("rawvideo", rate=30)
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
-            if i >= 30:
+            if i < 30:
+                continue
+            if i >= 60:
                 break
             yuv = frame.reformat(format="yuv420p")
             yuv.pts = None
@@ -70,7 +75,7 @@ def page(browser, app_server):
     context.close()
 
 
-def test_image_tab_in_a_real_browser(page, smile, tmp_path):
+def test_image_tab_in_a_real_browser(page, smile):
     page.get_by_role("tab", name="Image").click()
     page.locator("#image-in input[type=file]").set_input_files(str(smile.path))
     page.locator("#image-out img").wait_for(state="visible", timeout=90_000)
@@ -83,25 +88,73 @@ def test_image_tab_in_a_real_browser(page, smile, tmp_path):
     assert size == [smile.rgb.shape[1], smile.rgb.shape[0]]
     assert not page.errors, page.errors
 
+
+def _start_live(page):
+    page.get_by_role("tab", name="Webcam").click()
+    button = page.locator("#webcam-live button.sf-start")
+    assert button.inner_text() == "Start live analysis"
+    button.click()
+    return button
+
+
+def _drawn(page) -> int:
+    return int(page.locator("#webcam-live .sf-live").get_attribute("data-drawn") or 0)
+
+
+def test_webcam_tab_draws_the_live_overlay_itself(page, browser, app_server, tmp_path):
+    visitors = app_server.demo.handlers.visitors
+    before = visitors.stats().live
+    button = _start_live(page)
+    assert button.inner_text() == "Stop live analysis"
+    page.wait_for_function("() => +(document.querySelector('#webcam-live .sf-live').dataset.drawn || 0) >= 15",
+                           timeout=90_000)
+    page.locator("#webcam-live .sf-panels").get_by_text("Face 1 of 1").wait_for(timeout=30_000)
+    # The overlay is drawn on the canvas over the page's own video: coloured pixels on the face, clear
+    # pixels far from it; the preview is mirrored, the canvas is not (the drawing mirrors itself).
+    stats = page.evaluate("""() => {
+        const root = document.querySelector('#webcam-live .sf-live');
+        const c = root.querySelector('canvas.sf-overlay'), v = root.querySelector('video');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let drawn = 0;
+        for (let i = 3; i < d.length; i += 4) if (d[i] > 0) drawn++;
+        return {drawn: drawn / (d.length / 4), videoW: v.videoWidth, mirrored: getComputedStyle(v).transform,
+                canvasTransform: getComputedStyle(c).transform, label: root.sfLive.last.faces[0].label,
+                sent: root.sfLive.stats.sent};
+    }""")
+    assert stats["videoW"] == 640
+    assert stats["mirrored"].startswith("matrix(-1"), stats["mirrored"]
+    assert stats["canvasTransform"] == "none"
+    assert 0.01 < stats["drawn"] < 0.5, stats
+    assert stats["label"] == "happiness", "the fake camera plays the broad smile"
+    page.locator("#webcam-live .sf-panels").get_by_text("AU12 lip corner puller").first.wait_for(timeout=10_000)
+
     shot = tmp_path / "app_screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000
     if os.environ.get("STREAM_FER_UPDATE_DOCS"):  # refresh the README's picture on purpose, never by default
         shutil.copyfile(shot, SCREENSHOT)
 
+    # A second tab gets its own session and does not stall the first.
+    second = page.context.new_page()
+    try:
+        second.goto(app_server.url, wait_until="domcontentloaded", timeout=60_000)
+        _start_live(second)
+        second.wait_for_function(
+            "() => +(document.querySelector('#webcam-live .sf-live').dataset.drawn || 0) >= 5", timeout=90_000)
+        assert visitors.stats().live == before + 2
+        n = _drawn(page)
+        page.wait_for_function(
+            "(n) => +(document.querySelector('#webcam-live .sf-live').dataset.drawn || 0) >= n + 5", arg=n,
+            timeout=60_000)
+    finally:
+        second.close()
 
-def test_webcam_tab_streams_annotated_frames_back(page):
-    page.get_by_role("tab", name="Webcam").click()
-    page.locator("#webcam-in").get_by_text("Click to Access Webcam").click()
-    page.locator("#webcam-in").get_by_text("Record").click()
-    page.locator("#webcam-out img").wait_for(state="visible", timeout=60_000)
-    summary = page.locator("#webcam-summary")
-    summary.get_by_text("Face 1 of 1").wait_for(timeout=60_000)
-    first = int(summary.inner_text().split("frame ")[1].split(",")[0])
-    # Frames keep coming: the frame counter in the summary moves on.
-    page.wait_for_function(
-        "([el, n]) => { const m = el.innerText.match(/frame (\\d+),/); return m && +m[1] >= n + 5; }",
-        arg=[summary.element_handle(), first], timeout=60_000)
-    page.locator("#webcam-explanation img").wait_for(state="visible", timeout=30_000)
-    page.locator("#webcam-in").get_by_text("Stop").click()
+    # Stopping is clean: the camera is released, the canvas cleared, the session released.
+    button.click()
+    assert button.inner_text() == "Start live analysis"
+    assert page.evaluate("() => document.querySelector('#webcam-live video').srcObject === null")
+    deadline = time.monotonic() + 10
+    while visitors.stats().live > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert visitors.stats().live == before, "both tabs' sessions are released"
     assert not page.errors, page.errors

@@ -20,6 +20,15 @@ OVERLAYS = ["attention", "au_regions", "bars", "box", "label"]
 CONTROLS = ("auto", 1, "ema", 0.6, OVERLAYS)  # backend, max faces, smoothing, strength, overlays
 
 
+def _live_settings():
+    from stream_fer.app.settings import AnalysisSettings
+
+    return AnalysisSettings()
+
+
+LIVE = _live_settings()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -43,50 +52,54 @@ def handlers_with_clock(app_factory):
 
 
 def _closed(analyzer) -> bool:
+    """A stream_fer.Analyzer that is closed, its MediaPipe graph freed."""
+    from stream_fer.errors import StreamFerError
+
+    with pytest.raises(StreamFerError, match="closed"):
+        analyzer.process(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(RuntimeError, match="closed"):
-        analyzer.landmarker.detect(np.zeros((32, 32, 3), np.uint8), 10_000)
+        analyzer._analyzer.landmarker.detect(np.zeros((32, 32, 3), np.uint8), 10_000)
     return True
 
 
 def test_a_leaving_visitor_releases_its_analyzer(handlers_with_clock, smile):
     handlers, _clock = handlers_with_clock
-    annotated, *_ = handlers.webcam(smile.rgb, "v1", *CONTROLS, 1)
-    assert annotated is not None
-    session = handlers.visitors.peek("v1", "webcam")
-    analyzer = session.slot._analyzer
+    assert len(handlers.live(smile.rgb, "v1", LIVE)["faces"]) == 1
+    session = handlers.visitors.peek("v1", "live")
+    analyzer = session.analyzer
     assert handlers.visitors.stats().live == 1 and handlers.visitors.stats().sessions == 1
 
     handlers.leave("v1")
     stats = handlers.visitors.stats()
     assert (stats.live, stats.sessions, stats.created, stats.released) == (0, 0, 1, 1)
-    assert handlers.visitors.peek("v1", "webcam") is None
-    assert session.slot._analyzer is None and _closed(analyzer), "its MediaPipe graph is freed"
+    assert handlers.visitors.peek("v1", "live") is None
+    assert session.analyzer is None and _closed(analyzer), "its MediaPipe graph is freed"
     handlers.leave("v1")  # leaving twice (unload after an idle release) is harmless
     assert handlers.visitors.stats().released == 1
 
 
 def test_an_idle_visitor_is_released_after_the_idle_time(handlers_with_clock, smile):
     handlers, clock = handlers_with_clock
-    handlers.webcam(smile.rgb, "v1", *CONTROLS, 1)
-    handlers.webcam(smile.rgb, "v2", *CONTROLS, 1)
+    handlers.live(smile.rgb, "v1", LIVE)
+    handlers.live(smile.rgb, "v2", LIVE)
     clock.now += 45
-    handlers.webcam(smile.rgb, "v2", *CONTROLS, 1)  # v2 keeps streaming, v1 stopped 45 s ago
+    handlers.live(smile.rgb, "v2", LIVE)  # v2 keeps streaming, v1 stopped 45 s ago
     assert handlers.visitors.reap() == 0
     clock.now += 20  # v1 idle 65 s > 60, v2 idle 20 s
     assert handlers.visitors.reap() == 1
-    assert handlers.visitors.peek("v1", "webcam") is None and handlers.visitors.peek("v2", "webcam") is not None
+    assert handlers.visitors.peek("v1", "live") is None and handlers.visitors.peek("v2", "live") is not None
     assert handlers.visitors.stats().live == 1
 
 
 def test_a_leave_during_a_running_request_waits_for_it(handlers_with_clock, smile):
     handlers, clock = handlers_with_clock
-    handlers.webcam(smile.rgb, "v1", *CONTROLS, 1)
-    with handlers.visitors.lease("v1", "webcam", lambda: None) as session:
+    handlers.live(smile.rgb, "v1", LIVE)
+    with handlers.visitors.lease("v1", "live", lambda: None) as session:
         handlers.leave("v1")
         clock.now += 3600
         assert handlers.visitors.reap() == 0, "a session in use is never reaped"
-        assert session.slot._analyzer is not None, "not closed under the running request"
-    assert handlers.visitors.peek("v1", "webcam") is None and session.slot._analyzer is None
+        assert session.analyzer is not None, "not closed under the running request"
+    assert handlers.visitors.peek("v1", "live") is None and session.analyzer is None
 
 
 def test_the_session_cap_refuses_the_next_visitor_with_one_message(handlers_with_clock, smile):
@@ -94,18 +107,18 @@ def test_the_session_cap_refuses_the_next_visitor_with_one_message(handlers_with
     from stream_fer.errors import StreamFerError
 
     handlers, _clock = handlers_with_clock
-    handlers.webcam(smile.rgb, "v1", *CONTROLS, 1)
-    handlers.webcam(smile.rgb, "v2", *CONTROLS, 1)
+    handlers.live(smile.rgb, "v1", LIVE)
+    handlers.live(smile.rgb, "v2", LIVE)
     with pytest.raises(AppBusy) as refused:
-        handlers.webcam(smile.rgb, "v3", *CONTROLS, 1)
+        handlers.live(smile.rgb, "v3", LIVE)
     assert isinstance(refused.value, StreamFerError)
     assert str(refused.value) == "the app is busy: 2 visitors are using it right now; try again in a minute"
     assert handlers.visitors.stats().refused == 1 and handlers.visitors.stats().created == 2
-    handlers.webcam(smile.rgb, "v1", *CONTROLS, 1)  # a visitor already in keeps going
+    handlers.live(smile.rgb, "v1", LIVE)  # a visitor already in keeps going
     # Photos use the shared pool: they are never refused for lack of a live-session place.
     assert "Face 1 of 1" in handlers.image(smile.rgb, *CONTROLS, 1)[3]
     handlers.leave("v1")
-    assert handlers.webcam(smile.rgb, "v3", *CONTROLS, 1)[0] is not None, "a place freed is given to the next"
+    assert handlers.live(smile.rgb, "v3", LIVE)["faces"], "a place freed is given to the next"
 
 
 def test_the_shared_photo_analyzers_shrink_back_after_a_busy_spell(app_factory, smile):
