@@ -173,3 +173,19 @@ def test_on_video_low_trust_comes_with_a_reason(pexels_trust):
     reasons = low["trust_reason"]
     assert reasons.notna().mean() > 0.9
     assert reasons.dropna().str.match(r"(low confidence|split: |mirrored face|unstable|attention|blendshapes)").all()
+
+
+def test_trust_columns_read_back_the_same_from_csv_jsonl_and_parquet(tmp_path):
+    import stream_fer
+    from stream_fer.samples import SAMPLE_VIDEO
+
+    paths = {ext: tmp_path / f"rows.{ext}" for ext in ("csv", "jsonl", "parquet")}
+    stream_fer.analyze(SAMPLE_VIDEO, csv=paths["csv"], jsonl=paths["jsonl"], parquet=paths["parquet"], max_frames=30)
+    frames = {ext: stream_fer.read_results(p) for ext, p in paths.items()}
+    first = frames["parquet"]
+    assert str(first["trust"].dtype) == "float32" and str(first["trust_reason"].dtype) == "string"
+    assert first["trust"].between(0, 1).all()
+    for df in frames.values():
+        np.testing.assert_allclose(df["trust"].to_numpy(float), first["trust"].to_numpy(float), atol=1e-4)
+        assert df["trust_reason"].fillna("-").tolist() == first["trust_reason"].fillna("-").tolist()
+        assert not df["trust_reason"].eq("").fillna(False).any()  # nothing lowered it: null, never ""
