@@ -1,7 +1,9 @@
-"""Shared fixtures: the development data folder (../shared), its stills, and one real MediaPipe landmarker.
+"""Shared fixtures: the sample clip shipped in the package and stills taken from it, the development data
+folder (../shared), and one real MediaPipe landmarker.
 
-Tests that need ../shared take the `shared_dir` fixture (or one built on it) and are skipped, with the
-reason, where the folder is absent. STREAM_FER_SHARED overrides its location.
+Tests that need a real face use the shipped sample (stream_fer/data/sample.mp4), so they run on a fresh clone.
+Tests that need ../shared itself (FER+, the long or special clips) take the `shared_dir` fixture (or one built
+on it) and are skipped, with the reason, where the folder is absent. STREAM_FER_SHARED overrides its location.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_fer.samples import SAMPLE_VIDEO
 from stream_fer.train.paths import shared_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = shared_dir()
 
-# The stills in shared/videos/stills and what they show (visual judgement, videos/SOURCE.txt).
-STILL_NEUTRAL = "single_face_f0000.png"
-STILL_SMILE = "single_face_f0036.png"
+# Stills taken from the shipped sample clip (frame index in the name) and what they show (MediaPipe's
+# mouthSmile blendshapes and the shipped model agree): a hand at the mouth, not smiling; a broad smile; a laugh.
+STILL_NEUTRAL = "sample_f0004.png"
+STILL_SMILE = "sample_f0040.png"
+STILL_LAUGH = "sample_f0084.png"
+SAMPLE_STILL_FRAMES = (4, 40, 84)
+SAMPLE_FACE_EVERY = 4  # sample_faces_dir: every 4th frame of the sample (24 real faces of one person)
 
 
 def shared_path(*parts: str) -> Path:
@@ -40,11 +47,47 @@ def shared_dir() -> Path:
     return shared_path()
 
 
+def _write_sample_frames(folder: Path, keep) -> list[Path]:
+    """The sample clip's frames whose index `keep` accepts, as lossless PNGs named sample_fNNNN.png."""
+    import av
+
+    from stream_fer.images import write_rgb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with av.open(str(SAMPLE_VIDEO)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if keep(index):
+                path = folder / f"sample_f{index:04d}.png"
+                write_rgb(path, frame.to_ndarray(format="rgb24"))
+                paths.append(path)
+    return paths
+
+
 @pytest.fixture(scope="session")
-def stills(shared_dir) -> list[Path]:
-    paths = sorted(shared_path("videos", "stills").glob("*.png"))
-    if not paths:
-        pytest.skip(f"no stills in {shared_dir / 'videos' / 'stills'}")
+def sample_video() -> Path:
+    """The sample clip shipped in the package: 96 frames, 640x360, 23.976 fps, H.264 + AAC stereo; one
+    woman, left of centre: a hand at her mouth (neutral), then a smile, then a laugh."""
+    assert SAMPLE_VIDEO.is_file(), f"the shipped sample clip is missing: {SAMPLE_VIDEO}"
+    return SAMPLE_VIDEO
+
+
+@pytest.fixture(scope="session")
+def sample_faces_dir(sample_video, tmp_path_factory) -> Path:
+    """Every 4th frame of the sample clip as a PNG, for checks that want many real faces."""
+    folder = tmp_path_factory.mktemp("sample-faces")
+    _write_sample_frames(folder, lambda i: i % SAMPLE_FACE_EVERY == 0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stills(sample_video, tmp_path_factory) -> list[Path]:
+    """The sample's three stills (neutral, smile, laugh: in that order, so stills[0] is the same everywhere),
+    then the shared stills where ../shared is present (more people and expressions; none is required)."""
+    paths = _write_sample_frames(tmp_path_factory.mktemp("stills"), lambda i: i in SAMPLE_STILL_FRAMES)
+    shared_stills = SHARED_DIR / "videos" / "stills"
+    if shared_stills.is_dir():
+        paths += sorted(shared_stills.glob("*.png"))
     return paths
 
 
@@ -115,14 +158,20 @@ def _one_still(detected_stills, name: str) -> Still:
 
 @pytest.fixture(scope="session")
 def smile(detected_stills) -> Still:
-    """The frontal broad smile (single_face_f0036.png), with exactly one face."""
+    """The sample's broad, frontal smile (frame 40), with exactly one face."""
     return _one_still(detected_stills, STILL_SMILE)
 
 
 @pytest.fixture(scope="session")
 def neutral(detected_stills) -> Still:
-    """The same man, neutral (single_face_f0000.png), with exactly one face."""
+    """The same woman, not smiling, a hand at her mouth (sample frame 4), with exactly one face."""
     return _one_still(detected_stills, STILL_NEUTRAL)
+
+
+@pytest.fixture(scope="session")
+def laugh(detected_stills) -> Still:
+    """The same woman laughing, mouth open (sample frame 84), with exactly one face."""
+    return _one_still(detected_stills, STILL_LAUGH)
 
 
 @pytest.fixture(scope="session")

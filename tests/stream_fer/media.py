@@ -1,5 +1,5 @@
-"""Media helpers for the pipeline tests: the shared clips, broken files made from them, and a two-face clip
-composed from two real clips side by side."""
+"""Media helpers for the pipeline tests: the clips (the shipped sample and the shared ones), broken files made
+from them, and a two-face clip composed from two real clips side by side."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+SAMPLE = "sample.mp4"  # shipped in the package (stream_fer/data/): always there
 # name -> frames a player shows (no_face.mp4 declares 98 but its edit list discards 3 pre-roll frames)
-CLIPS = {"single_face.mp4": 72, "face_noface.mov": 169, "no_face.mp4": 95}
+CLIPS = {SAMPLE: 96, "single_face.mp4": 72, "face_noface.mov": 169, "no_face.mp4": 95}
 
 
 def decode_times(path: Path) -> list[float]:
