@@ -133,7 +133,7 @@
       const id = this.nextId++;
       const t = performance.now();
       this.pending.add(id);
-      this.root.dispatchEvent(new CustomEvent("sf-capture", {detail: {id, time: t, canvas: this.grab}}));
+      this.root.dispatchEvent(new CustomEvent("sf-capture", {bubbles: true, detail: {id, time: t, canvas: this.grab}}));
       this.grab.toBlob((blob) => {
         if (!blob || !this.ws || this.ws.readyState !== WebSocket.OPEN) { this.pending.delete(id); return; }
         blob.arrayBuffer().then((buf) => {
@@ -185,7 +185,7 @@
       this.drawPanels(msg);
       this.stats.drawn++;
       this.root.dataset.drawn = String(this.stats.drawn);
-      this.root.dispatchEvent(new CustomEvent("sf-overlay", {detail: {id: msg.id, time: performance.now(), faces: msg.faces.length}}));
+      this.root.dispatchEvent(new CustomEvent("sf-overlay", {bubbles: true, detail: {id: msg.id, time: performance.now(), faces: msg.faces.length}}));
     }
 
     drawFace(ctx, face, view, scale) {
