@@ -4,6 +4,7 @@ the shipped ONNX engine), and how calibrated the probabilities are before and af
 
     python benchmarks/trust.py                  # uses engines/default/trust.json as shipped (no refit)
     python benchmarks/trust.py --json out.json  # also write the figures
+    python benchmarks/trust.py --video ../shared/videos/WolfgangLanger_Pexels.mp4 --figure docs/trust_timeline.png
 
 The trust model was fitted on the validation split only (`python -m train trust`); the test split is
 looked at here. AUROC: the chance that a random right prediction scores above a random wrong one.
@@ -33,11 +34,56 @@ def _row(name: str, split: str, entry: dict) -> str:
             f"{'-' if cos is None else f'{cos:.3f}':>7} {entry['auroc_confidence']:>7.3f} {entry['auroc_trust']:>7.3f}")
 
 
+# WolfgangLanger_Pexels.mp4, ranges marked by eye on extracted frames (tests/test_trust.py checks the same).
+CLIP_RANGES = (("steady, unoccluded", ((30, 56), (260, 440)), "tab:green"),
+               ("hand over the mouth", ((60, 228),), "tab:red"),
+               ("transition", ((4, 24), (224, 248)), "tab:orange"))
+
+
+def video_figures(clip: Path, figure: Path | None) -> None:
+    """Trust on the shared clip per marked range, and its report timeline with the ranges drawn under it."""
+    import numpy as np
+
+    import stream_fer
+
+    df = stream_fer.analyze(clip).to_pandas()
+    trust = df.set_index("frame_index")["trust"].astype("float64")
+    print(f"\n{clip.name}: trust by frame range (marked by eye)")
+    for name, ranges, _ in CLIP_RANGES:
+        v = trust.loc[np.concatenate([np.arange(a, b + 1) for a, b in ranges])]
+        print(f"  {name:<20} {', '.join(f'{a}-{b}' for a, b in ranges):<16} mean {v.mean():.2f}, "
+              f"below 0.5 {100 * (v < 0.5).mean():.0f}%")
+    if figure is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stream_fer.report import plot_timeline
+
+    fps = float(df["frame_index"].max() / df["timestamp"].max())
+    fig, ax = plt.subplots(figsize=(11, 3.4))
+    plot_timeline(df, ax=ax)
+    for name, ranges, colour in CLIP_RANGES:
+        for a, b in ranges:
+            ax.axvspan(a / fps, b / fps, ymin=0.0, ymax=0.04, color=colour, alpha=0.8)
+            ax.text((a + b) / 2 / fps, 0.05, name.split(",")[0], ha="center", fontsize=7, color=colour,
+                    transform=ax.get_xaxis_transform())
+    ax.set_title(f"{clip.name}: smoothed probabilities and trust (frame ranges marked by eye)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(figure, dpi=100)
+    print(f"  timeline: {figure}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=default_model_dir())
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--data", help="ferplus.tar.gz or its extracted folder")
+    parser.add_argument("--video", type=Path, help="also the trust by marked frame range on this clip "
+                                                   "(the shared WolfgangLanger_Pexels.mp4)")
+    parser.add_argument("--figure", type=Path, help="with --video: save its timeline here")
     args = parser.parse_args(argv)
 
     from stream_fer.train.data import load_ferplus
@@ -79,6 +125,8 @@ def main(argv=None) -> int:
     print("test, expressive: accuracy by cosine quartile (low to high): " + " / ".join(f"{v:.2f}" for v in q))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.video:
+        video_figures(args.video, args.figure)
     t = results["test"]
     e = t["expressive"]
     print(f"trust: auroc cos {e['auroc_cosine']:.3f} conf {e['auroc_confidence']:.3f} score {e['auroc_trust']:.3f}, "
