@@ -78,9 +78,7 @@ def app_client(app_server, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def single_face_video(shared_dir) -> Path:
-    """single_face.mp4: one man, neutral -> broad smile -> neutral, 72 frames, 640x360, 30 fps."""
-    path = shared_dir / "videos" / "single_face.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} not found in the shared data folder")
-    return path
+def single_face_video(sample_video) -> Path:
+    """The sample clip shipped in the package: one woman left of centre, neutral (a hand at her mouth) ->
+    broad smile from frame 12 -> laugh, 96 frames, 640x360, 23.976 fps, with audio."""
+    return sample_video

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stream_fer.face.classes import CLASS_NAMES
+from stream_fer.samples import SAMPLE_FRAMES  # the file tests upload the shipped sample clip
 
 # Gradio's own queue code trips pandas deprecation warnings in the server's threads; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
@@ -65,18 +66,19 @@ def test_file_endpoint_writes_the_annotated_video_a_csv_row_per_frame_and_a_time
                                                             api_name="/video")
     video_path = video["video"] if isinstance(video, dict) else video
     rows = pd.read_csv(csv_path)
-    assert len(rows) == 72 and rows["frame_index"].tolist() == list(range(72)), "one row per frame, in order"
+    assert len(rows) == SAMPLE_FRAMES and rows["frame_index"].tolist() == list(range(SAMPLE_FRAMES)), \
+        "one row per frame, in order"
     assert rows["track_id"].notna().all() and rows["track_id"].nunique() == 1
     p = rows[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
     assert np.allclose(p.sum(axis=1), 1.0, atol=2e-3)
     info = video_info_of(video_path)
-    assert info["frames"] == 72, "the annotated video keeps every frame"
+    assert info["frames"] == SAMPLE_FRAMES, "the annotated video keeps every frame"
     assert abs(info["times"][-1] - rows["timestamp"].iloc[-1]) < 1e-3, "and the timing"
 
     data = pd.DataFrame(timeline["data"], columns=timeline["columns"])
     assert set(data["series"]) == set(CLASS_NAMES)
-    assert (data.groupby("series").size() == 72).all()
-    assert "72 frames" in summary
+    assert (data.groupby("series").size() == SAMPLE_FRAMES).all()
+    assert f"{SAMPLE_FRAMES} frames" in summary
 
 
 def test_uploads_over_the_limit_are_refused(app_server):
@@ -159,7 +161,7 @@ def test_a_long_file_job_does_not_block_another_visitor(app_factory, gradio_temp
         assert time.monotonic() - t0 < 60
         release.set()
         _video, _csv_path, _, summary = job.result(timeout=120)
-        assert "72 frames" in summary
+        assert f"{SAMPLE_FRAMES} frames" in summary
     finally:
         release.set()
         demo.close()
