@@ -106,6 +106,20 @@ class _Layer:
     add: np.ndarray  # (h, w, 3) float32: colour * coverage * opacity, plus 0.5 to round on truncation
     dx: int  # the layer's top-left corner relative to where it is drawn
     dy: int
+    # Large layers (the side panel's background): rows [solid[0], solid[1]) are fully covered, so one
+    # per-pixel affine map (3x4 matrix, cv2.transform) draws them instead of three float passes.
+    solid: tuple[int, int] | None = None
+    solid_map: np.ndarray | None = None  # (3, 4): out = diag(keep) @ rgb + colour * opacity
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.keep.shape[:2]
+
+    def rows(self, a: int, b: int) -> _Layer:
+        return _Layer(self.keep[a:b], self.add[a:b], self.dx, self.dy + a)
+
+
+_SOLID_MIN_AREA = 4096  # px; below this the three array operations are cheaper than splitting the layer
 
 
 def _make_layer(mask: np.ndarray, colour: Colour, opacity: float, dx: int = 0, dy: int = 0) -> _Layer:
@@ -113,7 +127,14 @@ def _make_layer(mask: np.ndarray, colour: Colour, opacity: float, dx: int = 0, d
     keep, add = 1.0 - a, a * np.asarray(colour, dtype=np.float32) + np.float32(0.5)
     keep.setflags(write=False)
     add.setflags(write=False)
-    return _Layer(keep, add, dx, dy)
+    solid = solid_map = None
+    if mask.size >= _SOLID_MIN_AREA:
+        full = np.flatnonzero(mask.min(axis=1) == 255)
+        if len(full) and full[-1] - full[0] + 1 == len(full) and len(full) >= 8:  # one contiguous band
+            solid = (int(full[0]), int(full[-1]) + 1)
+            k, c = float(keep[solid[0], 0, 0]), add[solid[0], 0].astype(np.float64) - 0.5
+            solid_map = np.hstack([np.eye(3) * k, c[:, None]])
+    return _Layer(keep, add, dx, dy, solid, solid_map)
 
 
 @lru_cache(maxsize=2048)
@@ -133,6 +154,16 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     x, y = int(round(x + layer.dx)), int(round(y + layer.dy))
     h, w = layer.keep.shape[:2]
     H, W = canvas.shape[:2]
+    if layer.solid is not None and canvas.shape[2:] == (3,):
+        s0, s1 = layer.solid
+        y0, y1, x0, x1 = max(0, y + s0), min(H, y + s1), max(0, x), min(W, x + w)
+        if y1 > y0 and x1 > x0:
+            band = canvas[y0:y1, x0:x1]
+            band[:] = cv2.transform(band, layer.solid_map)  # rounds to nearest, as the float path does
+        for a, b in ((0, s0), (s1, h)):  # the rows with partial coverage (rounded corners)
+            if b > a:
+                _composite(canvas, x - layer.dx, y - layer.dy, layer.rows(a, b))
+        return
     if x >= 0 and y >= 0 and x + w <= W and y + h <= H:  # the usual case: wholly inside, no clipping
         dst = canvas[y:y + h, x:x + w]
         out = dst * layer.keep  # uint8 * float32 -> float32 in one pass
