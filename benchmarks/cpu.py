@@ -220,7 +220,8 @@ def main(argv=None) -> int:
         lines.append(f"4-face mosaic, {args.mosaic_frames} frames: beyond the landmarks {beyond1:.1f} ms/frame with "
                      f"--max-faces 1, {beyond4:.1f} with --max-faces 4 ({growth:.2f} x, target <= 2); floors "
                      f"{med['floor 1f'].cpu_ms:.1f} and {med['floor 4f'].cpu_ms:.1f} ms/frame")
-    summary = f"cpu: video {rv:.2f} x floor, data-only {rd:.2f} x floor, 4 faces {growth:.2f} x, first frame {first:.2f} s"
+    summary = (f"cpu: video {rv:.2f} x floor, data-only {rd:.2f} x floor, 4 faces {growth:.2f} x, "
+               f"first frame {first:.2f} s")
     for line in lines:
         print(line)
     print(summary)

@@ -215,7 +215,8 @@ def profile(args, engine, out_dir: Path) -> int:
     for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():
         if file.endswith(("analyzer.py", "sinks.py")) and name in ("detect", "classify", "track", "render", "write"):
             per_frame[f"{Path(file).stem}.{name}"] = per_frame.get(f"{Path(file).stem}.{name}", 0.0) + ct
-    print("stages (cumulative thread-CPU ms per frame): " + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in per_frame.items()))
+    print("stages (cumulative thread-CPU ms per frame): "
+          + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in per_frame.items()))
     print(f"top {args.top} functions by own thread-CPU time:")
     stats.sort_stats("tottime").print_stats(args.top)
     return 0
@@ -263,6 +264,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from stream_fer.engines.select import load_engine
+
     from stream_fer.model_files import resolve_landmarker
 
     args.landmarker = str(resolve_landmarker(args.landmarker))
@@ -309,8 +311,9 @@ def main(argv=None) -> int:
 
     if args.append_results:
         command = "python benchmarks/pipeline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-        stage_rows = "\n".join(f"| {s.name} | {s.median_ms:.1f} | {s.p95_ms:.1f} | {s.cpu_ms:.1f} | {s.capacity_fps:.0f} |"
-                               for s in ((read,) if read else ()) + stats.stages)
+        stage_rows = "\n".join(
+            f"| {s.name} | {s.median_ms:.1f} | {s.p95_ms:.1f} | {s.cpu_ms:.1f} | {s.capacity_fps:.0f} |"
+            for s in ((read,) if read else ()) + stats.stages)
         label = f" ({args.label})" if args.label else ""
         section = f"""
 ## Pipeline{label}

@@ -127,9 +127,10 @@ def test_the_readme_frame_renders_as_committed(onnx_engine, landmarker_model):
     shipped model matches the committed file. Tolerance: the mean absolute difference is under 0.25 levels,
     99.5% of the pixels are within 2 levels, and no pixel differs by more than 64 (a glyph or an outline
     may move by a pixel; a lost or misplaced overlay changes far more)."""
+    from stream_fer.train.paths import shared_dir
+
     from stream_fer.analyzer import FrameAnalyzer
     from stream_fer.images import read_rgb
-    from stream_fer.train.paths import shared_dir
 
     repo = Path(__file__).resolve().parents[2]
     stills = shared_dir() / "videos" / "stills"
