@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu1, load1 = cpu_s(proc.pid), os.getloadavg()[0]
             temp_after = folder_mb(server_tmp)
             log = page.evaluate("() => window.__sfBench")
+            view = page.evaluate("() => document.querySelector('#webcam-live .sf-live').sfLive.stats")
             browser.close()
     finally:
         proc.terminate()
@@ -226,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{unreadable} overlays whose camera frame could not be matched")
     print(f"latency (camera frame presented -> its overlay drawn): median {statistics.median(latencies):.0f} ms, "
           f"p95 {pct(latencies, 0.95):.0f} ms, max {max(latencies):.0f} ms ({len(latencies)} matched)")
-    print(f"camera frames with an overlay: {share:.0%}")
+    print(f"camera frames with an overlay: {share:.0%}; the page sent {view['sent']} frames, got {view['results']} "
+          f"results, drew {view['drawn']} overlays; the server dropped {view['dropped']} overtaken frames")
     print(f"server CPU: {cpu1 - cpu0:.1f} s in {seconds:.0f} s, {1000 * (cpu1 - cpu0) / max(1, len(overlays)):.1f} ms "
           f"per overlay; machine load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores")
     print(f"freezes > 500 ms: {len(freezes)} (longest gap {max(gaps):.0f} ms)")

@@ -118,10 +118,11 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
         factory = AnalyzerFactory(EnginePool(config.model_dir), config.landmarker_path)
     default_engine = factory.engines.get(config.backend)
     handlers = handlers or AppHandlers(config, factory, skip=gr.skip)
+    overlay_names, overlay_defaults = overlay_choices()
     import numpy as np
 
-    handlers.images.analyse(np.zeros((64, 64, 3), np.uint8), AnalysisSettings(backend=config.backend))
-    overlay_names, overlay_defaults = overlay_choices()
+    handlers.images.analyse(np.zeros((64, 64, 3), np.uint8),  # the page's default settings: kept warm
+                            AnalysisSettings.from_controls(config.backend, 1, "ema", 0.6, overlay_defaults))
     from stream_fer.smoothing import SMOOTHING_STRATEGIES
 
     # delete_cache: gradio's copies of uploads and outputs older than an hour go, checked every 30 minutes.

@@ -8,7 +8,6 @@ lock. stream_fer.app.visitors decides when a visitor's sessions are released.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +19,7 @@ import numpy as np
 
 from stream_fer.app.settings import AnalysisSettings
 from stream_fer.errors import StreamFerError
-from stream_fer.frames import Frame, FrameResult
+from stream_fer.frames import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +128,6 @@ class Analysed:
     class_names: tuple[str, ...]
 
 
-def analyse_frame(analyzer, frame: Frame) -> Analysed:
-    """The CLI's per-frame analysis (FrameAnalyzer.analyze), keeping the input frame beside the output."""
-    annotated, result = analyzer.analyze(frame)
-    return Analysed(frame.rgb, annotated, result, int(analyzer.crop_size), tuple(analyzer.class_names))
-
-
 class LiveAnalysis:
     """One visitor's live stream (the webcam view): the public stream_fer.Analyzer in video mode on the
     app's shared engine, rebuilt when the visitor's analysis settings change. Frames go through it one at
@@ -188,37 +181,46 @@ class LiveAnalysis:
 
 
 class ImagePool:
-    """Image-mode analyzers shared by every visitor. A photo is analysed from scratch (the analyzer is
-    reset before each one), so nothing of one visitor's photo reaches another's, and sharing them bounds
-    memory by the number of photos analysed at once instead of the number of visitors. Each analyzer is
-    used by one request at a time; at most `keep` idle ones are kept, the least recently used go first."""
+    """Image-mode analyzers (stream_fer.Analyzer on the shared engine) shared by every visitor, kept per set
+    of settings. A photo is analysed from scratch (the analyzer is reset before each one), so nothing of one
+    visitor's photo reaches another's, and sharing them bounds memory by the number of photos analysed at
+    once instead of the number of visitors. Each analyzer is used by one request at a time; at most `keep`
+    idle ones are kept, the least recently used go first."""
 
     def __init__(self, factory: AnalyzerFactory, keep: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
         self._factory = factory
         self._keep = max(1, int(keep))
         self._clock = clock
         self._lock = threading.Lock()
-        self._idle: list[tuple[AnalysisSettings, object, float]] = []  # (settings without overlays, analyzer, since)
+        self._idle: list[tuple[AnalysisSettings, object, float]] = []  # (settings, analyzer, idle since)
         self.created = 0
 
     def analyse(self, rgb: np.ndarray, settings: AnalysisSettings) -> Analysed:
         rgb = as_rgb(rgb)
-        key = dataclasses.replace(settings, overlays=())
-        analyzer = self._take(key)
+        analyzer = self._take(settings)
         if analyzer is None:
-            analyzer = self._factory.create(settings, mode="image")
+            analyzer = self._create(settings)
             with self._lock:
                 self.created += 1
         try:
-            analyzer.overlays = overlay_options(settings.overlays)  # only the drawing: no rebuild
-            analyzer.reset()
-            analysed = analyse_frame(analyzer, Frame(index=0, timestamp=0.0, capture_time=time.monotonic(),
-                                                     rgb=rgb))
+            analyzer.reset()  # nothing of the previous photo carries over
+            result, annotated = analyzer.process(rgb, timestamp=0.0, annotate=True)
+            analysed = Analysed(rgb, annotated, result, int(analyzer.engine.info.input_size),
+                                tuple(analyzer.class_names))
         except BaseException:
             _close_analyzer(analyzer)
             raise
-        self._give_back(key, analyzer)
+        self._give_back(settings, analyzer)
         return analysed
+
+    def _create(self, settings: AnalysisSettings):
+        """The public API's analyzer in image mode, on the app's shared engine."""
+        import stream_fer
+
+        return stream_fer.Analyzer(engine=self._factory.engines.get(settings.backend),
+                                   landmarker=self._factory.landmarker_path, max_faces=settings.max_faces,
+                                   smoothing=settings.smoothing, smoothing_strength=settings.smoothing_strength,
+                                   overlays=overlay_options(settings.overlays), mode="image")
 
     def idle(self) -> int:
         with self._lock:
