@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 3
 _WAIT_S = 0.25
 _PROBE_TIMEOUT_S = 120.0
+_CONNECT_TIMEOUT_S = 10.0
 _worker_ready = False
 
 
@@ -65,6 +66,19 @@ def _probe(probe_path: str, token: str, input_path: str) -> tuple[str, str]:
     return host, ""
 
 
+def _check_reachable(address: str) -> None:
+    """One clear error for a host:port (or ray://host:port) nobody answers on: ray.init would wait on it for
+    a long time."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise StreamFerError(f"--ray {address}: give auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise StreamFerError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 class RayRunner:
     """`with RayRunner(settings, address, out_dir) as runner: for result in runner.run(jobs): ...`"""
 
@@ -89,6 +103,8 @@ class RayRunner:
 
     def __enter__(self) -> RayRunner:
         ray = import_ray()
+        if self.address not in (None, "auto"):
+            _check_reachable(self.address)
         kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
         if self.address is None:
             kwargs["num_cpus"] = self.num_cpus

@@ -96,6 +96,7 @@ def _batch(args: argparse.Namespace) -> int:
                            retry_failed=args.retry_failed, shard=Shard.parse(args.shard) if args.shard else None,
                            progress=not args.no_progress)
     videos = discover(args.inputs, exclude=out_dir)
+    _stop_on_sigterm()
     report = run_batch(videos, options,
                        report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
     if report.ran:
@@ -117,3 +118,14 @@ def _batch(args: argparse.Namespace) -> int:
               f"tracebacks in {report.log_path}", file=sys.stderr)
         return 1
     return 0
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's time limit or preemption, `kill`) stops the batch as Ctrl-C does: the workers
+    are stopped, the table written, and a rerun resumes."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from stream_fer.samples import SAMPLE_FRAMES, SAMPLE_VIDEO
 
-__all__ = ["SAMPLE_FRAMES", "batch_command", "children", "make_inputs", "read_table", "run_batch_cli",
-           "leftovers", "wait_for"]
+__all__ = ["SAMPLE_FRAMES", "batch_command", "children", "is_alive", "leftovers", "make_inputs", "read_table",
+           "run_batch_cli", "wait_for"]
 
 
 def make_inputs(folder: Path, good: list[str], broken: list[str] = ()) -> Path:

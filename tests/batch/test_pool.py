@@ -16,6 +16,7 @@ from batch_helpers import (
     SAMPLE_FRAMES,
     batch_command,
     children,
+    is_alive,
     leftovers,
     make_inputs,
     read_table,
@@ -163,3 +164,20 @@ def test_ctrl_c_then_rerun_finishes_with_nothing_done_twice(tmp_path: Path):
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.done.json") if p.name in markers} == markers
     assert leftovers(out) == []
     assert pd.read_parquet(out / "batch.parquet").groupby("video").size().to_dict() == {n: 20 for n in names}
+
+
+def test_sigterm_stops_the_batch_as_ctrl_c_does(tmp_path: Path):
+    inputs = make_inputs(tmp_path / "in", good=["one.mp4"])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(batch_command(str(inputs), "--out-dir", str(out), "--workers", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list(out.glob(".one.partial-*")), 120, "the video to start", proc)
+        workers = [pid for pid, cmd in children(proc.pid) if "spawn_main" in cmd]
+        proc.terminate()  # what a scheduler sends at its time limit
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted; run the same command again" in stderr, stderr
+    assert read_table(out)["one.mp4"]["status"] == "pending" and leftovers(out) == []
+    assert workers and not [pid for pid in workers if is_alive(pid)]  # no worker left running
