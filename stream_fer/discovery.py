@@ -12,7 +12,8 @@ What it costs is bounded, and nothing where it is not needed:
   whole-frame pass alone fills `max_faces` (the default max_faces=1 with a face in view);
 - VIDEO mode follows each small face from frame to frame by landmarking a crop around its previous box (one
   landmarker call per face), so the tile scan runs in slices: the whole scan on the first frame, then
-  `1 / scan_interval` of it per frame, plus the tiles around a face that was just lost;
+  `1 / scan_interval` of it per frame, plus the tiles around a face that was just lost. Faces below the
+  whole-frame pass's reach that it found itself are followed the same way in the frames where it misses them;
 - IMAGE mode (independent images) scans every tile of every image.
 """
 
@@ -203,6 +204,7 @@ class SmallFaceSearch:
         self._crop_landmarker: Landmarker | None = None
         self._size: tuple[int, int] | None = None
         self._plan: tuple[Tile, ...] = ()
+        self._reach = 0.0
         self._reset_scan()
         self.stats = {"frames": 0, "tiles": 0, "follows": 0, "found": 0, "lost": 0, "ms": 0.0}
 
@@ -222,8 +224,13 @@ class SmallFaceSearch:
         h, w = rgb.shape[:2]
         if (w, h) != self._size:
             self._size, self._plan = (w, h), plan_tiles(w, h, self.min_face)
+            self._reach = whole_frame_reach(w, h)
             self._reset_scan()
-        if not self._plan or (len(faces) >= max_faces and not self._followed):
+        if not self._plan:
+            return faces[:max_faces]
+        if len(faces) >= max_faces and not self._followed:
+            if self.video:  # nothing to look for; but note the small faces the whole-frame pass found
+                self._followed = self._small(faces[:max_faces])
             return faces[:max_faces]
         self.stats["frames"] += 1
         t0 = time.perf_counter()
@@ -237,8 +244,13 @@ class SmallFaceSearch:
         self.stats["ms"] += (time.perf_counter() - t0) * 1000.0
         return faces
 
+    def _small(self, faces: Sequence[FaceLandmarks]) -> list[FaceLandmarks]:
+        """The faces below the whole-frame pass's reach: it finds those only now and then, so they are
+        followed from crop to crop in the frames it misses them."""
+        return [f for f in faces if f.box[3] - f.box[1] < self._reach]
+
     def _follow(self, rgb: np.ndarray, faces: list[FaceLandmarks], max_faces: int) -> list[FaceLandmarks]:
-        followed = []
+        followed = self._small(faces)  # costs nothing while the whole-frame pass keeps finding them
         for previous in self._followed:
             if len(faces) >= max_faces:
                 break
