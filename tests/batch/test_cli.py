@@ -78,7 +78,7 @@ def test_a_second_run_of_the_same_batch_at_once_is_refused(inputs: Path, tmp_pat
 
 
 @pytest.mark.parametrize("address, message", [("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
-                                              ("nonsense", "give auto, host:port or ray://host:port")])
+                                              ("nonsense", "--ray nonsense: give auto, host:port or ray://host:port")])
 def test_a_ray_address_nobody_answers_on_is_one_line(inputs: Path, tmp_path: Path, address: str, message: str):
     pytest.importorskip("ray", reason="Ray is an optional extra")
     proc = run_batch_cli(str(inputs), "--out-dir", str(tmp_path / "out"), f"--ray={address}", timeout=60)
