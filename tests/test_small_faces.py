@@ -211,3 +211,21 @@ def test_cli_min_face_finds_the_small_face(cli, tmp_path, smile, landmarker_mode
     label = header.index("label")
     assert [line.split(",")[label] for line in rows[40][1:]] == ["happiness"]
     assert all(not line.split(",")[label] for line in rows[0][1:])  # one empty row: no face
+
+
+def test_the_app_analyses_with_the_servers_min_face(onnx_engine, landmarker_model, smile):
+    """`stream-fer serve --min-face PX` reaches every analyzer the app builds."""
+    from stream_fer.app.sessions import AnalyzerFactory, EnginePool
+    from stream_fer.app.settings import AnalysisSettings
+    from stream_fer.cli import build_parser
+    from stream_fer.discovery import DEFAULT_MIN_FACE
+
+    assert build_parser().parse_args(["serve"]).min_face == DEFAULT_MIN_FACE
+    canvas = np.full((HD[1], HD[0], 3), 30, np.uint8)
+    _place(canvas, smile.rgb, 56, _face_px(smile), (900, 420))
+    found = {}
+    for min_face in (DEFAULT_MIN_FACE, 0):
+        factory = AnalyzerFactory(EnginePool(loader=lambda **_: onnx_engine), landmarker_model, min_face=min_face)
+        with factory.create(AnalysisSettings(), mode="image") as analyzer:
+            found[min_face] = len(analyzer.analyze(_frame(canvas))[1].faces)
+    assert found == {DEFAULT_MIN_FACE: 1, 0: 0}

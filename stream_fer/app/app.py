@@ -273,8 +273,9 @@ def launch(demo: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "auto",
           max_upload_mb: int = AppConfig.max_upload_mb, model_dir: Path | None = None,
           landmarker_path: Path | None = None, block: bool = True, max_sessions: int = AppConfig.max_sessions,
-          session_idle_s: float = AppConfig.session_idle_s):
-    """Build the page and serve it (blocks until Ctrl-C unless block=False; then returns the Blocks)."""
+          session_idle_s: float = AppConfig.session_idle_s, min_face: float = 40):
+    """Build the page and serve it (blocks until Ctrl-C unless block=False; then returns the Blocks).
+    `min_face`: the smallest face (px) every analysis looks for (stream_fer.api.DEFAULT_MIN_FACE)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can use the app", host)
@@ -288,7 +289,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "au
     config = AppConfig(backend=backend, model_dir=model_dir, landmarker_path=landmarker_path,
                        max_upload_mb=max_upload_mb, max_sessions=max_sessions, session_idle_s=session_idle_s)
     engines = EnginePool(model_dir, report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
-    demo = build_app(config, AnalyzerFactory(engines, landmarker_path))
+    demo = build_app(config, AnalyzerFactory(engines, landmarker_path, min_face))
     _, url = launch(demo, host, port, max_upload_mb, block=False, quiet=True)
     print(f"stream-fer: serving on {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     if block:

@@ -83,9 +83,10 @@ class EnginePool:
 class AnalyzerFactory:
     """Builds FrameAnalyzers the way the CLI does, from a visitor's settings. Shared by all sessions."""
 
-    def __init__(self, engines: EnginePool, landmarker_path: Path | None = None) -> None:
+    def __init__(self, engines: EnginePool, landmarker_path: Path | None = None, min_face: float = 40) -> None:
         self.engines = engines
         self.landmarker_path = landmarker_path
+        self.min_face = min_face  # px: the smallest face looked for (stream_fer.api.DEFAULT_MIN_FACE)
 
     def create(self, settings: AnalysisSettings, mode: str = "video"):
         from stream_fer.analyzer import FrameAnalyzer
@@ -93,7 +94,7 @@ class AnalyzerFactory:
         return FrameAnalyzer(self.engines.get(settings.backend), landmarker_path=self.landmarker_path,
                              max_faces=settings.max_faces, smoothing=settings.smoothing,
                              smoothing_strength=settings.smoothing_strength,
-                             overlays=overlay_options(settings.overlays), mode=mode)
+                             overlays=overlay_options(settings.overlays), mode=mode, min_face=self.min_face)
 
 
 def overlay_options(names: tuple[str, ...]):
@@ -160,7 +161,7 @@ class LiveAnalysis:
                 self._analyzer = stream_fer.Analyzer(
                     engine=self._factory.engines.get(settings.backend), landmarker=self._factory.landmarker_path,
                     max_faces=settings.max_faces, smoothing=settings.smoothing,
-                    smoothing_strength=settings.smoothing_strength, mode="video")
+                    smoothing_strength=settings.smoothing_strength, mode="video", min_face=self._factory.min_face)
                 self._settings = settings
             now = time.monotonic()
             if self._last_seen is not None and now - self._last_seen > self.NEW_STREAM_GAP_S:
@@ -220,7 +221,8 @@ class ImagePool:
         return stream_fer.Analyzer(engine=self._factory.engines.get(settings.backend),
                                    landmarker=self._factory.landmarker_path, max_faces=settings.max_faces,
                                    smoothing=settings.smoothing, smoothing_strength=settings.smoothing_strength,
-                                   overlays=overlay_options(settings.overlays), mode="image")
+                                   overlays=overlay_options(settings.overlays), mode="image",
+                                   min_face=self._factory.min_face)
 
     def idle(self) -> int:
         with self._lock:

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                         help="exported model folder (default: the shipped model)")
     parser.add_argument("--landmarker", metavar="PATH", type=Path, default=None,
                         help="face_landmarker.task (default: resolved and verified)")
+    parser.add_argument("--min-face", type=float, default=40, metavar="PX",
+                        help="smallest face height every analysis looks for, in pixels (default: 40; 0: the "
+                             "whole-frame detector only)")
     parser.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, metavar="N",
                         help=f"largest upload accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB})")
     parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, metavar="N",
@@ -47,6 +50,8 @@ def _serve(args) -> int:
         raise StreamFerError(f"--port must be between 1 and 65535, not {args.port}")
     if args.max_upload_mb < 1:
         raise StreamFerError(f"--max-upload-mb must be at least 1, not {args.max_upload_mb}")
+    if not args.min_face >= 0:
+        raise StreamFerError("--min-face must be a face height in pixels >= 0 (0: no small-face search)")
     if args.max_sessions < 1:
         raise StreamFerError(f"--max-sessions must be at least 1, not {args.max_sessions}")
     if not args.session_idle > 0:
@@ -66,5 +71,5 @@ def _serve(args) -> int:
         raise
     serve(host=args.host, port=args.port, backend=args.backend, max_upload_mb=args.max_upload_mb,
           model_dir=args.model, landmarker_path=args.landmarker, block=True, max_sessions=args.max_sessions,
-          session_idle_s=args.session_idle)
+          session_idle_s=args.session_idle, min_face=args.min_face)
     return 0
