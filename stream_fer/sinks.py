@@ -187,53 +187,138 @@ class ImageSink:
         pass
 
 
-class _AudioCopier:
-    """Copies (remuxes, no re-encoding) the input file's first audio stream into the output, interleaved
-    with the video: audio up to the time of the last written video frame goes in as the video advances."""
+# err_detect=explode: a packet that a careful decoder rejects is left out of the output, so the written audio
+# decodes cleanly end to end even where the input's is damaged
+_CHECKING_DECODER = {"err_detect": "explode"}
+AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 8: "7.1"}
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
-    def __init__(self, source_path: Path, output) -> None:
+
+class _AudioTrack:
+    """The input file's first audio stream, written into the output interleaved with the video: audio up to
+    the time of the last written video frame goes in as the video advances.
+
+    Every input packet is decoded first, and one that does not decode is left out (counted in `skipped`,
+    reported once). mode "copy" remuxes the packets that decode, unchanged; mode "aac" (for audio the output
+    container cannot hold, e.g. PCM going to MP4) re-encodes the decoded samples as AAC at their own times."""
+
+    def __init__(self, source_path: Path, output, mode: str = "copy") -> None:
         import av
 
         self._input = av.open(str(source_path), mode="r", metadata_errors="ignore")
-        in_stream = self._input.streams.audio[0]
-        self.stream = output.add_stream_from_template(in_stream)
+        try:
+            in_stream = self._input.streams.audio[0]
+            in_stream.codec_context.options = dict(_CHECKING_DECODER)
+            self.source_codec = in_stream.codec_context.name
+            self.mode = mode
+            if mode == "copy":
+                _check_copyable(source_path, output.format.name)
+                self.stream = output.add_stream_from_template(in_stream)
+            else:
+                ctx = in_stream.codec_context
+                rate = ctx.sample_rate if ctx.sample_rate in AAC_RATES else 48000
+                # by channel count: a PCM track often has no named layout ("2 channels"), which AAC refuses
+                layout = AAC_LAYOUTS.get(ctx.channels, "stereo")
+                self.stream = output.add_stream("aac", rate=rate, layout=layout, format="fltp")
+                self.stream.codec_context.time_base = Fraction(1, rate)
+            self.codec = self.stream.codec_context.name
+        except BaseException:
+            self._input.close()
+            raise
         self._tb = in_stream.time_base
         self._packets = self._input.demux(in_stream)
         self._pending = None
         self._output = output
-        self.copied = 0
-        self.codec = in_stream.codec_context.name
+        self._ended = False
+        self.written = 0  # packets muxed
+        self.skipped = 0  # input packets that do not decode, left out
 
     def _next(self):
-        if self._pending is None:
-            for packet in self._packets:
-                if packet.dts is not None and packet.size:
-                    self._pending = packet
-                    break
+        """The next input packet that decodes (with its decoded frames), or None at the end."""
+        import av
+
+        while self._pending is None and not self._ended:
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                self._ended = True
+                break
+            except av.FFmpegError:  # the demuxer hit the end of a truncated file: the audio ends there
+                self._ended = True
+                break
+            if packet.dts is None or not packet.size:
+                continue
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                self.skipped += 1
+                continue
+            self._pending = (packet, frames)
         return self._pending
 
     def advance(self, until: float | None) -> None:
-        """Mux audio packets starting before `until` seconds (all that remain when None)."""
-        while (packet := self._next()) is not None:
-            start = float(packet.pts * self._tb) if packet.pts is not None else float(packet.dts * self._tb)
-            if until is not None and start >= until:
+        """Write the audio that starts before `until` seconds (all that remains when None)."""
+        while (item := self._next()) is not None:
+            packet, frames = item
+            start = packet.pts if packet.pts is not None else packet.dts
+            if until is not None and float(start * self._tb) >= until:
                 return
-            packet.stream = self.stream
-            self._output.mux(packet)
             self._pending = None
-            self.copied += 1
+            if self.mode == "copy":
+                packet.stream = self.stream
+                self._output.mux(packet)
+                self.written += 1
+            else:
+                for frame in frames:
+                    self._encode(frame)
+
+    def _encode(self, frame) -> None:
+        for out in self.stream.encode(frame):
+            self._output.mux(out)
+            self.written += 1
+
+    def finish(self) -> None:
+        """Flush the AAC encoder (nothing to do when copying)."""
+        if self.mode != "copy":
+            self._encode(None)
 
     def close(self) -> None:
         self._input.close()
 
 
-class _AudioNotCopyable(Exception):
+class _AudioNotWritable(Exception):
     pass
+
+
+def _check_copyable(source_path: Path, format_name: str) -> None:
+    """Raise unless a container of `format_name` takes the input's first audio stream as it is: a small file
+    in memory gets the stream and its first packets and is finalised (some muxers accept a codec in the
+    header and refuse it only when they write the index, e.g. 16-bit PCM in MP4)."""
+    import io
+
+    import av
+
+    with av.open(str(source_path), mode="r", metadata_errors="ignore") as src:
+        stream = src.streams.audio[0]
+        try:
+            with av.open(io.BytesIO(), mode="w", format=format_name) as probe:
+                copy = probe.add_stream_from_template(stream)
+                probe.start_encoding()
+                for n, packet in enumerate(src.demux(stream)):
+                    if packet.dts is not None and packet.size:
+                        packet.stream = copy
+                        probe.mux(packet)
+                    if n >= 8:
+                        break
+        except (av.FFmpegError, ValueError) as exc:
+            raise _AudioNotWritable(f"{stream.codec_context.name} in {format_name}: {exc}") from None
 
 
 class VideoSink:
     """The annotated video: H.264 (libx264, yuv420p) with the input's frame count and timing (each frame
-    keeps its input pts in the input's time base) and the input's audio copied when present.
+    keeps its input pts in the input's time base) and the input's audio when present: copied where the
+    output container takes its codec, else re-encoded as AAC at the same times; either way only packets that
+    decode go in. `copy_audio=False` (--no-audio) leaves the audio out.
     Odd frame sizes are padded by one pixel (4:2:0 needs even sizes)."""
 
     def __init__(self, path: str | Path, info: VideoInfo, copy_audio: bool = True, crf: int = 23,
@@ -250,16 +335,24 @@ class VideoSink:
         self._frame_duration = 1.0 / (info.fps or 30.0)
         self._time_base = info.time_base or DEFAULT_TIME_BASE
         self._closed = False
-        self._audio: _AudioCopier | None = None
+        self._audio: _AudioTrack | None = None
         self._settings = (preset, crf, threads)
-        want_audio = copy_audio and info.has_audio and info.path is not None
+        if not (copy_audio and info.has_audio and info.path is not None):
+            self._open(audio=None)
+            return
         try:
-            self._open(with_audio=want_audio)
-        except _AudioNotCopyable as why:
-            log.warning("the input's audio cannot be copied into %s (%s); writing video only", self.path.name, why)
-            self._open(with_audio=False)
+            self._open(audio="copy")
+        except _AudioNotWritable as why:
+            log.info("the input's audio cannot be copied into %s (%s); re-encoding it as AAC", self.path.name, why)
+            try:
+                self._open(audio="aac")
+            except _AudioNotWritable as why_aac:
+                raise StreamFerError(f"cannot write the input's audio into {self.path} ({why_aac}); "
+                                     "--no-audio leaves it out") from None
+        if self._audio.mode == "aac":
+            log.info("%s: the input's %s audio is re-encoded as AAC", self.path.name, self._audio.source_codec)
 
-    def _open(self, with_audio: bool) -> None:
+    def _open(self, audio: str | None) -> None:
         """Create the container and its streams and write the header now, so a path or a stream the muxer
         rejects fails before any frame is processed."""
         import av
@@ -284,16 +377,16 @@ class VideoSink:
             if threads:
                 stream.codec_context.thread_count = threads
             self._stream = stream
-            if with_audio:
+            if audio:
                 try:
-                    self._audio = _AudioCopier(info.path, self._container)
+                    self._audio = _AudioTrack(info.path, self._container, mode=audio)
                 except (av.FFmpegError, ValueError, IndexError) as exc:
-                    raise _AudioNotCopyable(str(exc)) from None
+                    raise _AudioNotWritable(str(exc)) from None
             try:
                 self._container.start_encoding()
             except (av.FFmpegError, ValueError) as exc:
                 if self._audio is not None:
-                    raise _AudioNotCopyable(str(exc)) from None
+                    raise _AudioNotWritable(str(exc)) from None
                 raise StreamFerError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         except BaseException:
             self._abort()
@@ -302,7 +395,7 @@ class VideoSink:
 
     @property
     def audio_packets(self) -> int:
-        return self._audio.copied if self._audio else 0
+        return self._audio.written if self._audio else 0
 
     def write(self, frame: Frame, result: FrameResult | None, annotated: np.ndarray) -> None:
         import av
@@ -365,9 +458,13 @@ class VideoSink:
                 if self._audio is not None:
                     complete = self.info.frame_count is not None and self.frames >= self.info.frame_count
                     self._audio.advance(None if complete else self._last_time + self._frame_duration)
+                    self._audio.finish()
         except (av.FFmpegError, OSError) as exc:
             log.error("finishing %s failed: %s", self.path, exc)
         finally:
+            if self._audio is not None and self._audio.skipped:
+                log.warning("%s: left out %d audio packet(s) of the input that do not decode", self.path.name,
+                            self._audio.skipped)
             self._abort()
         if self.frames == 0:
             log.info("no frames were written; removing the empty %s", self.path)

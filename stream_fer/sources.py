@@ -132,6 +132,28 @@ def _quarter_turns(frame) -> int:
     return int(round(degrees / 90.0)) % 4
 
 
+def _sample_aspect(stream) -> Fraction:
+    """The stream's sample (pixel) aspect ratio, FFmpeg's guess from the container and the bitstream; 1 when
+    it is unknown or unusable."""
+    try:
+        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    except (AttributeError, ValueError, ZeroDivisionError):
+        return Fraction(1)
+    if not sar or sar <= 0 or not (Fraction(1, 16) <= sar <= 16):
+        return Fraction(1)
+    return Fraction(sar)
+
+
+def square_pixel_size(width: int, height: int, sar: Fraction) -> tuple[int, int]:
+    """The frame size in square pixels that shows a `width` x `height` picture of sample aspect `sar` at its
+    display aspect: the squeezed dimension is stretched (no detail is thrown away), to an even size."""
+    if sar > 1:
+        width = int(round(width * sar / 2)) * 2
+    elif sar < 1:
+        height = int(round(height / sar / 2)) * 2
+    return width, height
+
+
 def _ffmpeg_reason(exc: BaseException) -> str:
     """The human part of a PyAV/FFmpeg error, without the file name it repeats."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -156,6 +178,7 @@ class FileSource(Source):
         self._vframes: Iterator | None = None
         self._first = None
         self._quarter_turns = 0  # display rotation, set by open()
+        self._square_size: tuple[int, int] | None = None  # (w, h) to resample non-square pixels to, set by open()
         self._ended_early: str | None = None
         self.decoded = 0
         self.discarded = 0  # packets the container marks for discarding (edit-list pre-roll): never shown
@@ -208,10 +231,20 @@ class FileSource(Source):
         # face landmarker needs upright faces, and the annotated copy should look as players show it).
         self._quarter_turns = _quarter_turns(self._first)
         width, height = self._first.width, self._first.height
+        # Anamorphic video (non-square pixels) is resampled to square pixels at its display aspect, so the
+        # landmarker sees the face undistorted and every overlay, box and output frame is in display geometry.
+        sar = _sample_aspect(stream)
+        if sar != 1:
+            self._square_size = square_pixel_size(width, height, sar)
+            width, height = self._square_size
         if self._quarter_turns % 2:
             width, height = height, width
         if (width, height) != (ctx.width, ctx.height):  # rotation, cropping, odd streams
             self.info = dataclasses.replace(self.info, width=width, height=height)
+        if self._square_size:
+            self.info = dataclasses.replace(self.info, description=self.info.description
+                                            + f", pixels {sar.numerator}:{sar.denominator} resampled to square "
+                                              f"{self._square_size[0]}x{self._square_size[1]}")
         if self._quarter_turns:
             self.info = dataclasses.replace(self.info, description=self.info.description
                                             + f", shown rotated {90 * self._quarter_turns} deg")
@@ -238,8 +271,8 @@ class FileSource(Source):
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:  # one damaged packet: FFmpeg's decoders conceal what they can
-                self.corrupt_packets += 1
-                log.warning("%s: skipped a packet that does not decode (%s)", self.path.name, _ffmpeg_reason(exc))
+                self.corrupt_packets += 1  # reported once, with the count, when the file ends
+                log.debug("%s: skipped a packet that does not decode (%s)", self.path.name, _ffmpeg_reason(exc))
                 continue
             yield from decoded
 
@@ -265,14 +298,19 @@ class FileSource(Source):
                 break
             yield self._frame(vf, tb, fps)
         self.state = SourceState.STOPPED
+        skipped = f"{self.corrupt_packets} video packet(s) that do not decode were skipped"
         if self._stop.is_set():
+            if self.corrupt_packets:
+                log.warning("%s: %s", self.path.name, skipped)
             return
         declared = self.info.frame_count or 0
         missing = declared - self.discarded - self.decoded
         if self._ended_early or missing > max(2, declared // 100):
+            reasons = [r for r in (self._ended_early, skipped if self.corrupt_packets else None) if r]
             raise StreamFerError(f"{self.path} is truncated or corrupt: decoded {self.decoded} of "
-                                 f"{declared or 'unknown'} frames"
-                                 + (f" ({self._ended_early})" if self._ended_early else ""))
+                                 f"{declared or 'unknown'} frames" + (f" ({'; '.join(reasons)})" if reasons else ""))
+        if self.corrupt_packets:  # a few damaged packets: every frame that decodes was used; said once
+            log.warning("%s: %s", self.path.name, skipped)
 
     def _frame(self, vf, tb: Fraction, fps: float) -> Frame:
         index = self.decoded
@@ -281,7 +319,10 @@ class FileSource(Source):
             timestamp = float(vf.pts * tb)
         else:
             timestamp = index / fps
-        rgb = vf.to_ndarray(format="rgb24")
+        if self._square_size:
+            rgb = vf.to_ndarray(format="rgb24", width=self._square_size[0], height=self._square_size[1])
+        else:
+            rgb = vf.to_ndarray(format="rgb24")
         if self._quarter_turns:
             rgb = np.ascontiguousarray(np.rot90(rgb, self._quarter_turns))
         return Frame(index=index, timestamp=timestamp, capture_time=time.monotonic(), rgb=rgb, pts=vf.pts,

@@ -1,15 +1,29 @@
-"""Sinks: the video keeps the input's frame count, timing and audio; an interrupted video is still playable;
-row files have a fixed header and are readable before they are closed; unwritable paths fail up front."""
+"""Sinks: the video keeps the input's frame count, timing and audio; only audio that decodes goes in, and
+audio the container cannot hold is re-encoded; anamorphic input comes out at its display aspect; an
+interrupted video is still playable; row files have a fixed header and are readable before they are closed;
+unwritable paths fail up front. Outputs are decoded strictly, every packet of every stream."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
-from media import CLIPS, audio_packets, decode_times, synthetic_video
+from media import (
+    CLIPS,
+    SAMPLE,
+    anamorphic_copy,
+    audio_packets,
+    audio_span,
+    damaged_copy,
+    decode_times,
+    pcm_avi_copy,
+    strict_decode,
+    synthetic_video,
+)
 
 from stream_fer.errors import StreamFerError
 from stream_fer.frames import FrameResult
@@ -42,10 +56,66 @@ def test_video_keeps_frame_count_timing_and_audio(clips, tmp_path, name):
     _copy(src, out, preset="ultrafast")
     assert decode_times(out) == pytest.approx(decode_times(src), abs=1e-6)
     assert audio_packets(out) == audio_packets(src)  # remuxed: same codec, every packet
+    assert strict_decode(out)["video"] == CLIPS[name]  # and every audio packet decodes
+
+
+def test_damaged_audio_packets_are_left_out_and_counted_once(clips, tmp_path, caplog):
+    """Every 7th audio packet garbled: the output has every video frame and only the audio that decodes,
+    so a strict decoder reads it end to end; the left-out packets are one warning with their count."""
+    src = damaged_copy(clips[SAMPLE], tmp_path / "damaged.mp4", audio_every=7)
+    with pytest.raises(AssertionError, match="audio packet .* does not decode"):
+        strict_decode(src)  # the input really is damaged
+    out = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING", logger="stream_fer.sinks"):
+        sink = _copy(src, out, preset="ultrafast")
+    garbled = -(-audio_packets(src)[0][1] // 7)  # packets 3, 10, 17, ...: ceil(n / 7)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"out.mp4: left out {garbled} audio packet(s) of the input that do not decode"]
+    counts = strict_decode(out)
+    assert counts["video"] == CLIPS[SAMPLE]
+    assert audio_packets(out) == [("aac", audio_packets(src)[0][1] - garbled)] and sink.audio_packets > 0
+    assert decode_times(out) == pytest.approx(decode_times(src), abs=1e-6)
+
+
+def test_audio_the_output_cannot_hold_is_reencoded_with_its_timing(clips, tmp_path):
+    """16-bit PCM in an AVI going to MP4 (which cannot hold it) becomes AAC over the same span of time;
+    a container that holds PCM (MKV) gets it copied; only copy_audio=False (--no-audio) leaves it out."""
+    src = pcm_avi_copy(clips[SAMPLE], tmp_path / "camera.avi", frames=24)
+    codec, start, end, samples = audio_span(src)
+    assert codec == "pcm_s16le"
+    out = tmp_path / "out.mp4"
+    _copy(src, out, preset="ultrafast")
+    assert strict_decode(out)["video"] == 24
+    aac, aac_start, aac_end, aac_samples = audio_span(out)
+    frame = 1024 / 48000  # one AAC frame
+    assert aac == "aac" and abs(aac_start - start) < 1e-3 and abs(aac_end - end) < frame
+    assert abs(aac_samples - samples) < 1024
+    assert decode_times(out) == pytest.approx(decode_times(src), abs=1e-6)
+    _copy(src, tmp_path / "out.mkv", preset="ultrafast")
+    assert audio_packets(tmp_path / "out.mkv")[0][0] == "pcm_s16le"
+    _copy(src, tmp_path / "silent.mp4", copy_audio=False, preset="ultrafast")
+    assert audio_packets(tmp_path / "silent.mp4") == []
+
+
+def test_anamorphic_input_keeps_its_display_aspect(clips, tmp_path):
+    """480x360 with 4:3 pixels (16:9 on screen) comes out as 640x360 square pixels: 16:9 on screen too."""
+    import av
+
+    src = anamorphic_copy(clips[SAMPLE], tmp_path / "anamorphic.mp4", frames=4)
+    out = tmp_path / "out.mp4"
+    _copy(src, out, preset="ultrafast")
+    with av.open(str(src)) as i, av.open(str(out)) as o:
+        vin, vout = i.streams.video[0], o.streams.video[0]
+        assert (vin.codec_context.width, vin.codec_context.height) == (480, 360)
+        assert (vout.codec_context.width, vout.codec_context.height) == (640, 360)
+        assert (vout.sample_aspect_ratio or 1) == 1  # square pixels: display aspect = 640:360
+        assert vin.display_aspect_ratio == Fraction(16, 9) == Fraction(vout.codec_context.width,
+                                                                       vout.codec_context.height)
+    assert strict_decode(out)["video"] == 4
 
 
 def test_interrupted_video_is_playable_with_matching_audio(clips, tmp_path):
-    src = clips["no_face.mp4"]  # audio from 0 s (face_noface.mov's starts at 2.4 s)
+    src = clips[SAMPLE]  # audio from 0 s
     out = tmp_path / "part.mp4"
     _copy(src, out, limit=40, preset="ultrafast")
     times = decode_times(out)
@@ -57,7 +127,7 @@ def test_interrupted_video_is_playable_with_matching_audio(clips, tmp_path):
 
 def test_video_without_audio_copy(clips, tmp_path):
     out = tmp_path / "silent.mp4"
-    _copy(clips["single_face.mp4"], out, limit=5, copy_audio=False, preset="ultrafast")
+    _copy(clips[SAMPLE], out, limit=5, copy_audio=False, preset="ultrafast")
     assert audio_packets(out) == []
     assert len(decode_times(out)) == 5
 
@@ -146,30 +216,3 @@ def test_image_sink(tmp_path, stills):
     sink.write(None, None, rgb)
     sink.close()
     assert np.array_equal(read_rgb(tmp_path / "out.png"), rgb)
-
-
-def test_audio_the_output_cannot_hold_is_left_out_with_a_warning(clips, tmp_path, caplog):
-    import av
-
-    src = tmp_path / "mulaw.mov"  # G.711 audio: fine in .mov, not allowed in .mp4
-    with av.open(str(clips["single_face.mp4"])) as i, av.open(str(src), "w") as o:
-        video = o.add_stream_from_template(i.streams.video[0])
-        audio = o.add_stream("pcm_mulaw", rate=8000, layout="mono")
-        for packet in i.demux(i.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = video
-                o.mux(packet)
-        for k in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
-            frame.sample_rate, frame.pts = 8000, k * 800
-            for packet in audio.encode(frame):
-                o.mux(packet)
-        for packet in audio.encode(None):
-            o.mux(packet)
-    with caplog.at_level("WARNING", logger="stream_fer.sinks"):
-        _copy(src, tmp_path / "out.mp4", preset="ultrafast")
-    assert "writing video only" in caplog.text
-    assert audio_packets(tmp_path / "out.mp4") == []
-    assert len(decode_times(tmp_path / "out.mp4")) == CLIPS["single_face.mp4"]
-    _copy(src, tmp_path / "out.mov", preset="ultrafast")  # .mov keeps it
-    assert audio_packets(tmp_path / "out.mov") == [("pcm_mulaw", 10)]
