@@ -7,12 +7,15 @@ For each configuration, through the real CLI in a subprocess (a fresh output fol
     frames per CPU-second    frames over the CPU time (user + sys) the workers spent inside their videos
                              (batch.csv's cpu_seconds: engine load and imports excluded)
 
-and two ratios:
+and these ratios:
 
     scaling        pool fps / (cores x one worker's frames per CPU-second): how close the pool comes to
                    keeping every core busy at one worker's efficiency (target >= 0.9)
     ray overhead   Ray's wall time against the pool's, minus 1 (target <= 10%). Ray runs on a local Ray this
                    script starts beforehand (like joining a running cluster); its start-up is reported apart.
+    per CPU-second the pool's and Ray's frames per CPU-second against one worker's: below 1 when workers
+                   side by side slow each other down (threads oversubscribing the cores, shared caches);
+                   unlike the two above, other load on the machine hardly moves it.
 
 Configurations alternate over --repeats rounds; medians are reported. CPU seconds are the robust figure on a
 shared machine: fps and the ratios move with what else is running.
@@ -140,6 +143,10 @@ def main() -> int:
     lines.append(f"scaling: pool {pool['fps']:.1f} fps / ({cores} cores x {one['frames_per_cpu_s']:.1f} frames "
                  f"per CPU-s = {ideal:.1f}) = {scaling:.2f} (target >= 0.9); without start-up (first start to "
                  f"last end) {pool['span_fps'] / ideal:.2f}; pool / one worker {pool['fps'] / one['fps']:.2f} x")
+    lines.append("per CPU-second (robust to other load): pool / one worker "
+                 + f"{pool['frames_per_cpu_s'] / one['frames_per_cpu_s']:.2f}"
+                 + (f", ray / one worker {med['ray']['frames_per_cpu_s'] / one['frames_per_cpu_s']:.2f}"
+                    if "ray" in med else "") + " (1.0: running side by side costs a worker nothing)")
     if "ray" in med:
         overhead = 100.0 * (med["ray"]["wall_s"] / pool["wall_s"] - 1.0)
         lines.append(f"ray overhead: {med['ray']['wall_s']:.1f} s against the pool's {pool['wall_s']:.1f} s = "
