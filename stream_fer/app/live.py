@@ -72,7 +72,7 @@ def face_json(face, class_names: tuple[str, ...], crop_size: int, low_trust_cosi
     from stream_fer.draw import au_colour
     from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS, aus_for, blendshapes_for
     from stream_fer.face.au_maps import place_aus
-    from stream_fer.render import class_colour
+    from stream_fer.render import class_colour, trust_colour
 
     probs = np.asarray(face.probs, dtype=float)
     att = np.asarray(face.attention, dtype=np.float32)
@@ -101,7 +101,7 @@ def face_json(face, class_names: tuple[str, ...], crop_size: int, low_trust_cosi
         au = ACTION_UNITS.get(int(number))
         share[f"AU{number} {au.name}" if au else f"AU{number}"] = _r(value, 3)
     cosine = face.att_au_cosine
-    trust = getattr(face, "trust", None)  # a trust score, where the analysis provides one
+    trust = getattr(face, "trust", None)  # 0-1, where the model folder has a trust model (stream_fer.trust)
     return {
         "track": int(face.track_id),
         "box": [_r(v) for v in face.box],
@@ -118,8 +118,12 @@ def face_json(face, class_names: tuple[str, ...], crop_size: int, low_trust_cosi
         "blendshapes_for": focus,
         "cosine": None if cosine is None else _r(cosine, 3),
         "agreement": agreement_words(cosine),
-        "low_trust": bool(cosine is not None and cosine < low_trust_cosine),
-        "trust": None if trust is None else _r(getattr(trust, "score", trust), 3),
+        # the cue: the trust score where there is one (low below 0.5, as the renderer colours it), else the
+        # attention-AU cosine against the validated threshold
+        "low_trust": bool(trust < 0.5) if trust is not None else bool(cosine is not None and cosine < low_trust_cosine),
+        "trust": None if trust is None else _r(trust, 3),
+        "trust_reason": getattr(face, "trust_reason", "") or "",
+        "trust_colour": None if trust is None else _hex(trust_colour(trust)),
     }
 
 

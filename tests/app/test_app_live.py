@@ -75,9 +75,13 @@ def check_frame_json(msg: dict, width: int, height: int, class_names) -> None:
         assert all(0.0 <= v <= 1.0 for v in face["au_share"].values())
         assert list(face["blendshapes"]) == list(blendshapes_for(face["blendshapes_for"]))[:8]
         if face["cosine"] is None:
-            assert face["low_trust"] is False and not EXPRESSION_AUS[face["label"]]
+            assert not EXPRESSION_AUS[face["label"]]
         else:
-            assert -1.0 <= face["cosine"] <= 1.0 and isinstance(face["low_trust"], bool)
+            assert -1.0 <= face["cosine"] <= 1.0
+        assert isinstance(face["low_trust"], bool) and isinstance(face["trust_reason"], str)
+        if face["trust"] is not None:  # the shipped model has a trust model
+            assert 0.0 <= face["trust"] <= 1.0 and face["low_trust"] == (face["trust"] < 0.5)
+            assert face["trust_colour"].startswith("#")
     json.dumps(msg)  # plain JSON all the way down
 
 

@@ -218,16 +218,19 @@
         ctx.fillStyle = face.colour; ctx.fillRect(left, top - font - 6 * dpr, w, font + 6 * dpr);
         ctx.fillStyle = "#111"; ctx.fillText(text, left + 5 * dpr, top - 3 * dpr);
       }
-      // trust cue under the box: the attention-AU agreement, amber when low
-      const cue = face.cosine === null ? "no AU map (neutral)" : `AU agreement ${face.cosine.toFixed(2)}`;
+      // trust cue under the box: the trust score (and what lowered it) where there is one, else the
+      // attention-AU agreement; marked when low
+      const agreement = face.cosine === null ? "no AU map (neutral)" : `AU agreement ${face.cosine.toFixed(2)}`;
+      const cue = face.trust === null ? agreement
+        : `trust ${Math.round(face.trust * 100)}%${face.trust_reason ? " · " + face.trust_reason : ""}`;
       const small = Math.round(font * 0.8);
       ctx.font = `${small}px system-ui, sans-serif`;
       ctx.textBaseline = "top";
-      const cueText = face.low_trust ? `⚠ low trust · ${cue}` : cue;
+      const cueText = face.low_trust ? `⚠ ${cue}` : cue;
       const cw = ctx.measureText(cueText).width + 8 * dpr;
-      ctx.fillStyle = face.low_trust ? "rgba(255,176,32,0.92)" : "rgba(18,20,26,0.75)";
+      ctx.fillStyle = face.trust_colour || (face.low_trust ? "rgba(255,176,32,0.92)" : "rgba(18,20,26,0.75)");
       ctx.fillRect(left, bottom + 2 * dpr, cw, small + 6 * dpr);
-      ctx.fillStyle = face.low_trust ? "#111" : "#eee";
+      ctx.fillStyle = face.trust_colour || face.low_trust ? "#111" : "#eee";
       ctx.fillText(cueText, left + 4 * dpr, bottom + 5 * dpr);
       if (this.on("bars")) this.drawBars(ctx, face, right + 6 * dpr, top, small);
       if (this.on("au_regions") && face.aus.length) {
@@ -311,7 +314,9 @@
       const cos = face.cosine === null ? "n/a" : face.cosine.toFixed(2);
       this.panels.innerHTML =
         `<p class="sf-summary"><b>Face 1 of ${msg.faces.length}</b> (track ${face.track}): <b>${esc(face.label)}</b> ${(100 * face.confidence).toFixed(0)}%<br>` +
-        `attention ↔ AU-map cosine: <b>${cos}</b> (${esc(face.agreement)})${face.low_trust ? " <span class='sf-warn'>low trust</span>" : ""}<br>` +
+        `attention ↔ AU-map cosine: <b>${cos}</b> (${esc(face.agreement)})<br>` +
+        (face.trust === null ? "" : `trust: <b>${Math.round(face.trust * 100)}%</b>${face.trust_reason ? " (" + esc(face.trust_reason) + ")" : ""}`) +
+        `${face.low_trust ? " <span class='sf-warn'>low trust</span>" : ""}<br>` +
         `<span class="sf-muted">frame ${msg.index}, ${ms.toFixed(0)} ms</span></p>` +
         `<h4>Expression probabilities (smoothed)</h4>${bars(face.probs, face.colour)}` +
         (Object.keys(face.blendshapes).length ? `<h4>Measured blendshapes for ${esc(face.blendshapes_for)} (MediaPipe)</h4>${bars(face.blendshapes, "#6cb4ff")}` : "") +
