@@ -12,8 +12,9 @@ What it costs is bounded, and nothing where it is not needed:
   whole-frame pass alone fills `max_faces` (the default max_faces=1 with a face in view);
 - VIDEO mode follows each small face from frame to frame by landmarking a crop around its previous box (one
   landmarker call per face), so the tile scan runs in slices: the whole scan on the first frame, then
-  `1 / scan_interval` of it per frame, plus the tiles around a face that was just lost. Faces below the
-  whole-frame pass's reach that it found itself are followed the same way in the frames where it misses them;
+  `1 / scan_interval` of it per frame (slowing down to a quarter of that while the scene shows no face at
+  all), plus the tiles around a face that was just lost. Faces below the whole-frame pass's reach that it
+  found itself are followed the same way in the frames where it misses them;
 - IMAGE mode (independent images) scans every tile of every image.
 """
 
@@ -43,6 +44,7 @@ CROP_SIZE = 192  # side of the upscaled crop a small face is landmarked on
 FOLLOW_GROW = 1.7  # follow crop side / the previous mesh box's longer side
 FOUND_GROW = 2.0  # discovery crop side / the detector box's longer side (that box is smaller than the mesh)
 DEFAULT_SCAN_INTERVAL = 60  # VIDEO mode: frames over which one whole tile scan is spread (2 s at 30 fps)
+MAX_EMPTY_SLOWDOWN = 4  # each whole scan of a scene without any face runs 2x slower, down to 1/4 of the rate
 
 Box = tuple[float, float, float, float]
 
@@ -212,6 +214,8 @@ class SmallFaceSearch:
         self._followed: list[FaceLandmarks] = []
         self._cursor = 0
         self._credit = float(len(self._plan))  # the first frame scans every tile
+        self._slowdown = 1  # > 1 while the scene has shown no face for whole scans
+        self._seen_face = False  # in the scan under way
         self._priority: list[Tile] = []  # tiles around faces lost on the previous frame
 
     def reset(self) -> None:
@@ -236,7 +240,7 @@ class SmallFaceSearch:
         t0 = time.perf_counter()
         if self.video:
             faces = self._follow(rgb, faces, max_faces)
-            tiles = self._next_tiles()
+            tiles = self._next_tiles(seen_face=bool(faces))
         else:
             tiles = list(self._plan)
         if len(faces) < max_faces and tiles:
@@ -279,12 +283,20 @@ class SmallFaceSearch:
                 return near
         return []
 
-    def _next_tiles(self) -> list[Tile]:
-        """This frame's slice of the cyclic scan, with the tiles around just-lost faces first."""
-        self._credit += len(self._plan) / self.scan_interval
+    def _next_tiles(self, seen_face: bool) -> list[Tile]:
+        """This frame's slice of the cyclic scan, with the tiles around just-lost faces first. A scene that
+        showed no face during a whole scan is scanned at half the rate, down to 1 / MAX_EMPTY_SLOWDOWN; a
+        face anywhere restores the full rate."""
+        if seen_face:
+            self._seen_face, self._slowdown = True, 1
+        self._credit += len(self._plan) / (self.scan_interval * self._slowdown)
         count = min(int(self._credit), len(self._plan))
         self._credit -= count
         tiles = [self._plan[(self._cursor + i) % len(self._plan)] for i in range(count)]
+        if self._cursor + count >= len(self._plan):  # a whole scan ends with this slice
+            if not self._seen_face:
+                self._slowdown = min(2 * self._slowdown, MAX_EMPTY_SLOWDOWN)
+            self._seen_face = False
         self._cursor = (self._cursor + count) % len(self._plan)
         tiles = list(dict.fromkeys(self._priority + tiles))
         self._priority = []
@@ -309,6 +321,7 @@ class SmallFaceSearch:
             if face is None or any(same_face(face.box, k) for k in known):
                 continue  # the landmarker did not confirm it (the detector's false alarms end here)
             self.stats["found"] += 1
+            self._seen_face, self._slowdown = True, 1
             log.debug("small face found at %s", tuple(round(v) for v in face.box))
             faces.append(face)
             known.append(face.box)

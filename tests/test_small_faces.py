@@ -229,3 +229,23 @@ def test_the_app_analyses_with_the_servers_min_face(onnx_engine, landmarker_mode
         with factory.create(AnalysisSettings(), mode="image") as analyzer:
             found[min_face] = len(analyzer.analyze(_frame(canvas))[1].faces)
     assert found == {DEFAULT_MIN_FACE: 1, 0: 0}
+
+
+def test_an_empty_scene_is_scanned_ever_more_slowly(landmarker_model, shared_dir):
+    """no_face.mp4 (960x540, 26 tiles): the whole scan on the first frame, then at half the rate (1/120 of the
+    plan per frame instead of 1/60), since no face showed."""
+    import av
+
+    from stream_fer.discovery import DEFAULT_SCAN_INTERVAL
+
+    path = shared_dir / "videos" / "no_face.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    plan = len(plan_tiles(frames[0].shape[1], frames[0].shape[0], 40))
+    with Landmarker(landmarker_model, mode="video", min_face=40) as lm:
+        assert all(lm.detect(rgb, 40 * i) == [] for i, rgb in enumerate(frames))
+        tiles = lm.search_stats["tiles"]
+    at_full_rate = plan + (len(frames) - 1) * plan / DEFAULT_SCAN_INTERVAL
+    assert plan + (len(frames) - 1) * plan / (2 * DEFAULT_SCAN_INTERVAL) - 2 <= tiles < 0.8 * at_full_rate
