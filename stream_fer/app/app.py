@@ -75,12 +75,24 @@ LIVE_HTML = """<div class="sf-live">
   </div>
 </div>"""
 
+RTSP_HTML = """<div class="sf-live" data-mode="rtsp">
+  <div class="sf-stage"><canvas class="sf-frame"></canvas><canvas class="sf-overlay"></canvas></div>
+  <div class="sf-side"><div class="sf-status">Paste an rtsp:// URL and press Start.</div>
+    <div class="sf-panels"></div></div>
+</div>"""
+
+
+def _watch_token(token: str) -> str:
+    """The element the page's RTSP view reads its watch token from ("" : nothing to watch)."""
+    return f'<span class="sf-rtsp-token" data-token="{token}"></span>'
+
+
 OVERLAY_LABELS = {"box": "box", "label": "label", "bars": "probability bars", "attention": "attention map",
                   "au_regions": "AU regions", "panel": "explanation panel in the corner"}
 
 
 class _Panels:
-    """The panels beside a frame, created unrendered so each tab places them; `.outputs` is the handlers'
+    """The panels beside a photo, created unrendered so the tab places them; `.outputs` is the handlers'
     order: probability bars, explanation image, summary, blendshapes, attention share per AU region."""
 
     def __init__(self, prefix: str, wide: bool = False) -> None:
@@ -97,14 +109,6 @@ class _Panels:
     @property
     def outputs(self) -> list:
         return [self.probs, self.explanation, self.summary, self.blendshapes, self.au_share]
-
-    def render_side(self) -> None:
-        """Summary, bars, blendshapes and attention shares, stacked (the column beside a live frame)."""
-        self.summary.render()
-        self.probs.render()
-        with gr.Row():
-            self.blendshapes.render()
-            self.au_share.render()
 
 
 def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None = None,
@@ -154,7 +158,6 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                 gr.HTML(LIVE_HTML, head=LIVE_HEAD, js_on_load=None, elem_id="webcam-live")
 
             with gr.Tab("RTSP", id="rtsp"):
-                rtsp_panels = _Panels("rtsp")
                 timer = gr.Timer(config.rtsp_poll_s, active=False)
                 with gr.Row():
                     url = gr.Textbox(label="Stream URL (rtsp:// only)", placeholder="rtsp://camera.local:554/stream",
@@ -162,32 +165,29 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
                     start = gr.Button("Start", variant="primary", scale=1, elem_id="rtsp-start")
                     stop = gr.Button("Stop", scale=1, elem_id="rtsp-stop")
                 rtsp_status = gr.Markdown("Not started.", elem_id="rtsp-status")
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        rtsp_out = gr.Image(label="Latest annotated frame", type="numpy", interactive=False,
-                                            format="jpeg", elem_id="rtsp-out")
-                        rtsp_panels.explanation.render()
-                    with gr.Column(scale=2):
-                        rtsp_panels.render_side()
+                # The stream is analysed on the server; the page draws each analysed frame and its overlay
+                # itself (static/live.js over the watch websocket), joined to this visitor's stream by a token.
+                rtsp_token = gr.HTML(_watch_token(""), js_on_load=None, elem_id="rtsp-token")
+                gr.HTML(RTSP_HTML, head=LIVE_HEAD, js_on_load=None, elem_id="rtsp-live")
 
                 def rtsp_start(url_, backend_, faces_, smoothing_, strength_, overlays_, request: gr.Request):
                     status = handlers.rtsp_start(url_, request.session_hash, backend_, faces_, smoothing_,
                                                  strength_, overlays_)
-                    return status, gr.Timer(active=True)
+                    token = _watch_token(handlers.rtsp_watch_token(request.session_hash))
+                    return status, gr.Timer(active=True), token
 
-                def rtsp_poll(face, request: gr.Request):
-                    *values, running = handlers.rtsp_poll(request.session_hash, face)
-                    return (*values, gr.Timer(active=bool(running)))
+                def rtsp_poll(request: gr.Request):
+                    status, running = handlers.rtsp_status(request.session_hash)
+                    return status, gr.Timer(active=bool(running))
 
                 def rtsp_stop(request: gr.Request):
-                    return handlers.rtsp_stop(request.session_hash), gr.Timer(active=False)
+                    return handlers.rtsp_stop(request.session_hash), gr.Timer(active=False), _watch_token("")
 
-                start.click(_user_errors(rtsp_start), [url, *controls], [rtsp_status, timer],
+                start.click(_user_errors(rtsp_start), [url, *controls], [rtsp_status, timer, rtsp_token],
                             api_name="rtsp_start", concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
-                stop.click(rtsp_stop, None, [rtsp_status, timer], api_name="rtsp_stop",
+                stop.click(rtsp_stop, None, [rtsp_status, timer, rtsp_token], api_name="rtsp_stop",
                            concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-control")
-                timer.tick(rtsp_poll, [selected], [rtsp_out, *rtsp_panels.outputs, rtsp_status, timer],
-                           api_visibility="private", show_progress="hidden",
+                timer.tick(rtsp_poll, None, [rtsp_status, timer], api_visibility="private", show_progress="hidden",
                            concurrency_limit=LIVE_CONCURRENCY, concurrency_id="rtsp-poll")
 
             with gr.Tab("File", id="file"):

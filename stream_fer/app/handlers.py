@@ -15,7 +15,9 @@ summary (Markdown), blendshape scores (dict), attention share per AU region (dic
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -50,6 +52,8 @@ class AppHandlers:
         self.factory = factory
         self.visitors = Visitors(config.max_sessions, config.session_idle_s)
         self.images = ImagePool(factory, keep=config.image_analyzers)
+        self._rtsp_tokens: dict[str, str] = {}  # watch token -> visitor (the drawn RTSP view)
+        self._tokens_lock = threading.Lock()
         # after a busy spell the photo pool shrinks back to one warm analyzer
         self.visitors.add_chore(lambda: self.images.reap(config.session_idle_s))
         self._skip = skip or (lambda: None)
@@ -144,6 +148,33 @@ class AppHandlers:
 
         with self.visitors.lease(visitor, "rtsp", started) as session:
             return session.status()
+
+    def rtsp_watch_token(self, visitor: str) -> str:
+        """A token the page's drawn RTSP view gives the watch websocket to receive this visitor's analysed
+        frames ("" when the visitor has no stream). Tokens of streams that are gone are forgotten."""
+        if self.visitors.peek(visitor, "rtsp") is None:
+            return ""
+        with self._tokens_lock:
+            for token, owner in list(self._rtsp_tokens.items()):
+                if owner == visitor or self.visitors.peek(owner, "rtsp") is None:
+                    del self._rtsp_tokens[token]
+            token = uuid.uuid4().hex
+            self._rtsp_tokens[token] = visitor
+        return token
+
+    def rtsp_watched(self, token: str):
+        """The RTSP session a watch token stands for, or None."""
+        with self._tokens_lock:
+            visitor = self._rtsp_tokens.get(token or "")
+        return None if visitor is None else self.visitors.peek(visitor, "rtsp")
+
+    def rtsp_status(self, visitor: str) -> tuple[str, bool]:
+        """(status line, still running) of the visitor's stream, for the page's status timer."""
+        session = self.visitors.peek(visitor, "rtsp")
+        if session is None:
+            return "Not started.", False
+        self.visitors.touch(visitor)
+        return session.status(), session.running
 
     def rtsp_poll(self, visitor: str, selected) -> tuple:
         """(annotated frame, *panels, status, keep polling): the newest analysed frame, or `skip` for

@@ -16,6 +16,10 @@ The wire format (one connection):
 - up, binary: 4-byte little-endian frame id, then a JPEG (the page's frame, unmirrored, about 320 px wide)
 - down, text: frame_json(...) for each analysed frame ({"type": "result", "id": <frame id>, ...}), or
   {"type": "error", "message": "..."} (then the server closes the connection when the error is final)
+
+The RTSP tab's view uses a second socket, WATCH_PATH?token=...: the stream is read and analysed on the
+server (the CLI's pipeline); each newly analysed frame comes down as a JPEG (binary, 4-byte id first) and
+then its frame_json (same id), so the page draws picture, overlay and panels of one analysed frame.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import base64
 import json
 import logging
 import struct
+import time
 import uuid
 from pathlib import Path
 
@@ -37,6 +42,7 @@ from stream_fer.errors import StreamFerError
 log = logging.getLogger(__name__)
 
 LIVE_PATH = "/stream-fer/live"
+WATCH_PATH = "/stream-fer/rtsp-watch"
 STATIC_PATH = "/stream-fer/static"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_FRAME_BYTES = 2_000_000  # a 320 px JPEG is 10-30 kB; anything this big is not a live frame
@@ -226,12 +232,74 @@ class LiveEndpoint:
         return self.handlers.live(decode_jpeg(data), visitor, settings, frame_id, dropped)
 
 
+    async def watch(self, websocket) -> None:
+        """The drawn RTSP view: the visitor's stream (found by the watch token the page got from the Start
+        button) is analysed on the server by the CLI's pipeline; each newly analysed frame is sent down as
+        a JPEG (at most WATCH_WIDTH px wide; binary: 4-byte id + JPEG) followed by its result (text, same
+        id), and the status line about once a second. Nothing is written to disk."""
+        await websocket.accept()
+        session = self.handlers.rtsp_watched(websocket.query_params.get("token", ""))
+        if session is None:
+            await websocket.send_text(json.dumps({"type": "error", "message": "no such stream", "final": True}))
+            await websocket.close()
+            return
+        frame_id, last_status = 0, 0.0
+        closed = asyncio.ensure_future(_closed(websocket))
+        try:
+            while not closed.done():
+                analysed = session.take_new()
+                if analysed is not None:
+                    data, message = await asyncio.to_thread(watched_frame, analysed, frame_id)
+                    await websocket.send_bytes(data)
+                    await websocket.send_text(message)
+                    frame_id += 1
+                now = time.monotonic()
+                if now - last_status > 1.0 or (analysed is None and not session.running):
+                    last_status = now
+                    await websocket.send_text(json.dumps({"type": "status", "text": session.status(),
+                                                          "running": session.running}))
+                    if not session.running:
+                        break
+                if analysed is None:
+                    await asyncio.sleep(0.02)
+        except Exception:  # noqa: BLE001 - the page went away mid-send
+            pass
+        finally:
+            closed.cancel()
+
+
+async def _closed(websocket) -> None:
+    """Returns when the page closes the connection (it sends nothing else on a watch socket)."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+WATCH_WIDTH = 640
+
+
+def watched_frame(analysed, frame_id: int) -> tuple[bytes, str]:
+    """(id + JPEG of the frame, at most WATCH_WIDTH wide; its result as JSON in the frame's own pixels)."""
+    import cv2
+
+    rgb = analysed.rgb
+    h, w = rgb.shape[:2]
+    small = rgb if w <= WATCH_WIDTH else cv2.resize(rgb, (WATCH_WIDTH, round(WATCH_WIDTH * h / w)),
+                                                      interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(small[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise StreamFerError("could not encode a frame")
+    message = frame_json(analysed.result, w, h, analysed.class_names, analysed.crop_size, frame_id)
+    return struct.pack("<I", frame_id) + jpeg.tobytes(), json.dumps(message, separators=(",", ":"))
+
+
 def live_routes(endpoint: LiveEndpoint) -> list:
     """The routes to give Gradio's FastAPI app (launch's app_kwargs): the websocket and the page's JS/CSS."""
     from starlette.routing import Mount, WebSocketRoute
     from starlette.staticfiles import StaticFiles
 
-    return [WebSocketRoute(LIVE_PATH, endpoint.serve),
+    return [WebSocketRoute(LIVE_PATH, endpoint.serve), WebSocketRoute(WATCH_PATH, endpoint.watch),
             Mount(STATIC_PATH, app=StaticFiles(directory=str(STATIC_DIR)), name="stream-fer-static")]
 
 

@@ -30,7 +30,7 @@ class AppConfig:
     landmarker_path: Path | None = None  # None: resolved as the CLI resolves it
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
     backends: tuple[str, ...] = BACKENDS  # offered in the page
-    rtsp_poll_s: float = 0.2  # how often the RTSP panels refresh
+    rtsp_poll_s: float = 1.0  # how often the RTSP status line refreshes (frames come over the watch socket)
     max_video_frames: int | None = None  # refuse longer uploads (None: no limit beyond the size limit)
     max_sessions: int = DEFAULT_MAX_SESSIONS  # visitors holding a live stream at once; the next one is told "busy"
     session_idle_s: float = DEFAULT_SESSION_IDLE_S  # a live session with no frame or poll for this long is released

@@ -158,3 +158,46 @@ def test_webcam_tab_draws_the_live_overlay_itself(page, browser, app_server, tmp
         time.sleep(0.1)
     assert visitors.stats().live == before, "both tabs' sessions are released"
     assert not page.errors, page.errors
+
+
+def test_rtsp_tab_draws_the_analysed_stream_itself(page, app_server, single_face_video, tmp_path):
+    """The RTSP tab: the server analyses the stream; the page draws each analysed frame and its overlay
+    (from the watch websocket) on its own canvases, the panels from the same frame."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "stream_fer" / "rtsp_server.py"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    spec = importlib.util.spec_from_file_location("stream_fer_tests_rtsp_server_browser", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    with module.RtspServer.from_video(single_face_video, fps=30) as server:
+        page.get_by_role("tab", name="RTSP").click()
+        page.locator("#rtsp-url textarea, #rtsp-url input").first.fill(server.url)
+        page.locator("#rtsp-start").click()
+        page.wait_for_function(
+            "() => +(document.querySelector('#rtsp-live .sf-live').dataset.drawn || 0) >= 5", timeout=90_000)
+        page.locator("#rtsp-live .sf-panels").get_by_text("Face 1 of 1").wait_for(timeout=30_000)
+        drawn = page.evaluate("""() => {
+            const root = document.querySelector('#rtsp-live .sf-live');
+            const px = (c) => {  // share of pixels drawn and not near-black
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0;
+                for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i] + d[i + 1] + d[i + 2] > 60) n++;
+                return n / (d.length / 4);
+            };
+            return {frame: px(root.querySelector('canvas.sf-frame')),
+                    overlay: px(root.querySelector('canvas.sf-overlay'))};
+        }""")
+        assert drawn["frame"] > 0.3, "the analysed frames are drawn"
+        assert 0.005 < drawn["overlay"] < 0.5, drawn
+        page.screenshot(path=str(tmp_path / "rtsp.png"), full_page=True)
+        if os.environ.get("STREAM_FER_RTSP_SHOT"):  # to look at it
+            shutil.copyfile(tmp_path / "rtsp.png", os.environ["STREAM_FER_RTSP_SHOT"])
+        page.locator("#rtsp-stop").click()
+        page.locator("#rtsp-status").get_by_text("Stopped").wait_for(timeout=30_000)
+        page.wait_for_function("() => !document.querySelector('#rtsp-live .sf-live').sfLive.running",
+                               timeout=10_000)
+    assert not page.errors, page.errors

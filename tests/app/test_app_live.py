@@ -199,3 +199,61 @@ def test_the_live_websocket_refuses_cleanly_when_the_app_is_full(app_factory, gr
     finally:
         demo.close()
         demo.handlers.close()
+
+
+def _rtsp_server_class():
+    """The project's test RTSP server (tests/stream_fer/rtsp_server.py)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "stream_fer" / "rtsp_server.py"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    name = "stream_fer_tests_rtsp_server"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module.RtspServer
+
+
+def test_the_rtsp_watch_websocket_sends_each_analysed_frame_with_its_result(app_server, single_face_video):
+    """The drawn RTSP view: a visitor's stream, found by its watch token, comes down as JPEG + result pairs
+    of the same analysed frame; an unknown token is refused in one message."""
+    import cv2
+    from websockets.sync.client import connect
+
+    from stream_fer.app.live import WATCH_PATH
+
+    handlers = app_server.demo.handlers
+    base = app_server.url.replace("http://", "ws://").rstrip("/") + WATCH_PATH
+    with connect(base + "?token=nothing", open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30)) == {"type": "error", "message": "no such stream", "final": True}
+
+    RtspServer = _rtsp_server_class()
+    with RtspServer.from_video(single_face_video, fps=30) as server:
+        handlers.rtsp_start(server.url, "visitor-watch", "auto", 1, "ema", 0.6, [])
+        try:
+            token = handlers.rtsp_watch_token("visitor-watch")
+            assert token and handlers.rtsp_watched(token) is handlers.visitors.peek("visitor-watch", "rtsp")
+            pairs, statuses = 0, []
+            with connect(f"{base}?token={token}", open_timeout=30, max_size=2**22) as ws:
+                deadline = time.monotonic() + 60
+                while pairs < 5 and time.monotonic() < deadline:
+                    message = ws.recv(timeout=60)
+                    if isinstance(message, str):
+                        statuses.append(json.loads(message)["type"])
+                        continue
+                    (frame_id,) = struct.unpack("<I", message[:4])
+                    picture = cv2.imdecode(np.frombuffer(message[4:], np.uint8), cv2.IMREAD_COLOR)
+                    result = json.loads(ws.recv(timeout=30))
+                    assert result["id"] == frame_id, "the result right after its picture"
+                    assert picture.shape[:2] == (360, 640) and (result["width"], result["height"]) == (640, 360)
+                    assert len(result["faces"]) == 1
+                    pairs += 1
+            assert pairs == 5 and "status" in statuses
+        finally:
+            handlers.rtsp_stop("visitor-watch")
+    assert handlers.rtsp_watched(token) is None, "a stopped stream's token leads nowhere"

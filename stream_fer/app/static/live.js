@@ -9,6 +9,7 @@
   const JPEG_QUALITY = 0.7;
   const MAX_IN_FLIGHT = 2;
   const LIVE_PATH = "/stream-fer/live";
+  const WATCH_PATH = "/stream-fer/rtsp-watch";
 
   // A small approximation of the turbo colour map (as the server's renderer uses), 0..1 -> [r, g, b].
   const TURBO = [[48, 18, 59], [70, 107, 227], [40, 188, 235], [50, 241, 152], [164, 252, 59],
@@ -31,6 +32,9 @@
     constructor(root) {
       this.root = root;
       this.video = root.querySelector("video");
+      this.remote = root.dataset.mode === "rtsp";  // frames come from the server (RTSP), not a camera
+      this.frame = root.querySelector("canvas.sf-frame");
+      this.images = new Map();
       this.canvas = root.querySelector("canvas.sf-overlay");
       this.button = root.querySelector("button.sf-start");
       this.statusLine = root.querySelector(".sf-status");
@@ -90,6 +94,44 @@
     }
 
     status(text) { if (this.statusLine) this.statusLine.textContent = text; }
+
+    watch(token) {  // the RTSP view: analysed frames and their results from the server
+      this.unwatch();
+      if (!token) return;
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      this.ws = new WebSocket(`${proto}//${location.host}${WATCH_PATH}?token=${encodeURIComponent(token)}`);
+      this.ws.binaryType = "arraybuffer";
+      this.running = true;
+      this.ws.onmessage = (ev) => {
+        if (typeof ev.data === "string") { this.onMessage(ev.data); return; }
+        const id = new DataView(ev.data).getUint32(0, true);
+        createImageBitmap(new Blob([ev.data.slice(4)], {type: "image/jpeg"})).then((bitmap) => {
+          this.images.set(id, bitmap);
+          for (const k of this.images.keys()) if (k < id - 4) { this.images.get(k).close(); this.images.delete(k); }
+          this.show(id);
+        });
+      };
+      this.ws.onclose = () => { this.running = false; };
+    }
+
+    unwatch() {
+      if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
+      this.running = false;
+      this.images.forEach((b) => b.close());
+      this.images.clear();
+    }
+
+    show(id) {  // draw frame `id` once both its picture and its result are here (the same analysed frame)
+      if (!this.last || this.last.id !== id || !this.images.has(id)) return;
+      const bitmap = this.images.get(id), f = this.frame, dpr = window.devicePixelRatio || 1;
+      const w = Math.round(f.clientWidth * dpr), h = Math.round(f.clientHeight * dpr);
+      if (f.width !== w || f.height !== h) { f.width = w; f.height = h; }
+      const ctx = f.getContext("2d");
+      const s = Math.min(w / bitmap.width, h / bitmap.height);
+      ctx.fillStyle = "#111"; ctx.fillRect(0, 0, w, h);
+      ctx.drawImage(bitmap, (w - bitmap.width * s) / 2, (h - bitmap.height * s) / 2, bitmap.width * s, bitmap.height * s);
+      this.draw();
+    }
 
     readSettings() {
       const num = (sel, dflt) => { const el = document.querySelector(sel); const v = el ? parseFloat(el.value) : NaN; return Number.isFinite(v) ? v : dflt; };
@@ -156,11 +198,13 @@
         if (msg.id !== undefined) this.pending.delete(msg.id);
         return;
       }
+      if (msg.type === "status") { this.status(msg.text.replace(/`/g, "")); return; }
       if (msg.type !== "result") return;
       for (const id of this.pending) if (id <= msg.id) this.pending.delete(id);  // older ones were dropped
       this.stats.results++;
       this.stats.dropped = msg.dropped;
       this.last = msg;
+      if (this.remote) { this.show(msg.id); return; }
       if (!this.frameRequested) {
         this.frameRequested = true;
         requestAnimationFrame(() => { this.frameRequested = false; this.draw(); });
@@ -170,7 +214,8 @@
     draw() {
       const msg = this.last;
       if (!msg || !this.running) return;
-      const cw = this.video.clientWidth, ch = this.video.clientHeight, dpr = window.devicePixelRatio || 1;
+      const surface = this.remote ? this.frame : this.video;
+      const cw = surface.clientWidth, ch = surface.clientHeight, dpr = window.devicePixelRatio || 1;
       if (this.canvas.width !== Math.round(cw * dpr) || this.canvas.height !== Math.round(ch * dpr)) {
         this.canvas.width = Math.round(cw * dpr); this.canvas.height = Math.round(ch * dpr);
       }
@@ -180,7 +225,8 @@
       // analysed-frame pixels -> canvas pixels, mirrored like the preview (object-fit: contain)
       const s = Math.min(this.canvas.width / msg.width, this.canvas.height / msg.height);
       const ox = (this.canvas.width - msg.width * s) / 2, oy = (this.canvas.height - msg.height * s) / 2;
-      const view = [-s, 0, ox + msg.width * s, 0, s, oy];
+      // (the RTSP view is not mirrored: it is not the visitor's own face)
+      const view = this.remote ? [s, 0, ox, 0, s, oy] : [-s, 0, ox + msg.width * s, 0, s, oy];
       for (const face of msg.faces) this.drawFace(ctx, face, view, s / dpr);
       this.drawPanels(msg);
       this.stats.drawn++;
@@ -337,7 +383,17 @@
     const view = viewOf(button);
     if (view) { if (view.running) view.stop(); else view.start(); }
   });
+  // The RTSP view follows the watch token that the Start and Stop buttons write into the page.
+  setInterval(() => {
+    const holder = document.querySelector(".sf-rtsp-token");
+    const root = document.querySelector('.sf-live[data-mode="rtsp"]');
+    if (!holder || !root) return;
+    const view = viewOf(root), token = holder.dataset.token || "";
+    if (token !== (view.token || "")) { view.token = token; if (token) view.watch(token); else view.unwatch(); }
+  }, 250);
   window.addEventListener("pagehide", () => {
-    document.querySelectorAll(".sf-live").forEach((r) => r.sfLive && r.sfLive.running && r.sfLive.stop());
+    document.querySelectorAll(".sf-live").forEach((r) => {
+      if (r.sfLive && r.sfLive.running) { if (r.sfLive.remote) r.sfLive.unwatch(); else r.sfLive.stop(); }
+    });
   });
 })();
