@@ -121,7 +121,7 @@ def build_app(config: AppConfig | None = None, factory: AnalyzerFactory | None =
     if factory is None:
         factory = AnalyzerFactory(EnginePool(config.model_dir), config.landmarker_path)
     default_engine = factory.engines.get(config.backend)
-    handlers = handlers or AppHandlers(config, factory, skip=gr.skip)
+    handlers = handlers or AppHandlers(config, factory)
     overlay_names, overlay_defaults = overlay_choices()
     import numpy as np
 

@@ -30,8 +30,6 @@ from stream_fer.errors import StreamFerError
 
 log = logging.getLogger(__name__)
 
-PANEL_COUNT = 5
-
 
 def panel_values(panels: FacePanels) -> tuple:
     """A FacePanels as the five component values (None clears a component)."""
@@ -42,12 +40,10 @@ def panel_values(panels: FacePanels) -> tuple:
 class AppHandlers:
     """Handlers bound to one server's configuration and its shared analyzer factory.
 
-    `skip` is what a handler returns for an output that should not change (gradio's gr.skip());
     `explain(face, rgb, crop_size, class_names, tile) -> image` draws a face's explanation panel (default:
     the renderer's explanation_panel)."""
 
-    def __init__(self, config: AppConfig, factory: AnalyzerFactory, skip: Callable[[], object] | None = None,
-                 explain: Callable | None = None) -> None:
+    def __init__(self, config: AppConfig, factory: AnalyzerFactory, explain: Callable | None = None) -> None:
         self.config = config
         self.factory = factory
         self.visitors = Visitors(config.max_sessions, config.session_idle_s)
@@ -56,7 +52,6 @@ class AppHandlers:
         self._tokens_lock = threading.Lock()
         # after a busy spell the photo pool shrinks back to one warm analyzer
         self.visitors.add_chore(lambda: self.images.reap(config.session_idle_s))
-        self._skip = skip or (lambda: None)
         self._explain = explain if explain is not None else default_explain
 
     def leave(self, visitor: str | None) -> None:
@@ -70,10 +65,6 @@ class AppHandlers:
         self.images.close()
 
     # ----------------------------------------------------------------------------------- helpers
-
-    def _skips(self, n: int = 1 + PANEL_COUNT) -> tuple:
-        """`skip` for a frame and its panels: the page keeps showing what it shows."""
-        return tuple(self._skip() for _ in range(n))
 
     def _panels(self, analysed, selected, tile: int = 160) -> tuple:
         if analysed is None:
@@ -175,19 +166,6 @@ class AppHandlers:
             return "Not started.", False
         self.visitors.touch(visitor)
         return session.status(), session.running
-
-    def rtsp_poll(self, visitor: str, selected) -> tuple:
-        """(annotated frame, *panels, status, keep polling): the newest analysed frame, or `skip` for
-        the images when nothing new arrived since the last poll."""
-        session = self.visitors.peek(visitor, "rtsp")
-        if session is None:
-            return (*self._skips(), "Not started.", False)
-        self.visitors.touch(visitor)
-        analysed = session.take_new()
-        status, running = session.status(), session.running
-        if analysed is None:
-            return (*self._skips(), status, running)
-        return (analysed.annotated, *self._panels(analysed, selected), status, running)
 
     def rtsp_stop(self, visitor: str) -> str:
         """Stops the visitor's stream and releases it; the final status line."""

@@ -83,12 +83,16 @@ def _rtsp_server_class():
     return module.RtspServer
 
 
-def _poll_until(handlers, session, predicate, timeout: float, what: str):
+def _poll_until(handlers, visitor, predicate, timeout: float, what: str):
+    """(newest analysed frame or None, status line, running) once predicate(...) holds, polled as the
+    page's status timer and watch socket do."""
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
-        out = handlers.rtsp_poll(session, 1)
-        seen.append(out[-2])
+        status, running = handlers.rtsp_status(visitor)
+        session = handlers.visitors.peek(visitor, "rtsp")
+        out = (session.take_new() if session is not None else None, status, running)
+        seen.append(status)
         if predicate(out):
             return out
         time.sleep(0.1)
@@ -101,28 +105,23 @@ def test_rtsp_session_streams_shows_a_drop_and_reconnects(app_handlers, single_f
         session = "visitor-rtsp"
         status = app_handlers.rtsp_start(server.url, session, *CONTROLS)
         try:
-            out = _poll_until(app_handlers, session, lambda o: isinstance(o[0], np.ndarray), 30, "a first frame")
-            annotated, probs, explanation, summary = out[0], out[1], out[2], out[3]
-            assert annotated.shape == (360, 640, 3)
-            assert probs and "Face 1 of 1" in summary and explanation is not None
-            assert "Live" in out[-2] and out[-1] is True
-
-            # Nothing new since the last poll: the images are left as they are (skip), the status updates.
-            app_handlers.rtsp_poll(session, 1)
+            analysed, status, running = _poll_until(app_handlers, session, lambda o: o[0] is not None, 30,
+                                                    "a first frame")
+            assert analysed.rgb.shape == (360, 640, 3) and len(analysed.result.faces) == 1
+            assert "Live" in status and running is True
 
             server.stop()  # the camera goes away
-            _poll_until(app_handlers, session, lambda o: "reconnecting" in o[-2], 30, "the drop to be shown")
+            _poll_until(app_handlers, session, lambda o: "reconnecting" in o[1], 30, "the drop to be shown")
             server.restart()
-            out = _poll_until(app_handlers, session,
-                              lambda o: "reconnected 1" in o[-2] and isinstance(o[0], np.ndarray), 40,
+            out = _poll_until(app_handlers, session, lambda o: "reconnected 1" in o[1] and o[0] is not None, 40,
                               "frames after reconnecting")
-            assert out[-1] is True
+            assert out[2] is True
         finally:
             stream = app_handlers.visitors.peek(session, "rtsp")
             status = app_handlers.rtsp_stop(session)
         assert status.startswith("Stopped") and not stream.running
         assert app_handlers.visitors.peek(session, "rtsp") is None, "a stopped stream is released"
-        assert app_handlers.rtsp_poll(session, 1)[-1] is False, "a stopped stream stops the page's timer"
+        assert app_handlers.rtsp_status(session) == ("Not started.", False), "a stopped stream stops the timer"
 
 
 def test_rtsp_session_that_cannot_connect_says_so(app_handlers):
@@ -131,6 +130,6 @@ def test_rtsp_session_that_cannot_connect_says_so(app_handlers):
     url = f"rtsp://127.0.0.1:{free_port()}/nothing-here"
     session = "visitor-rtsp-nothing"
     app_handlers.rtsp_start(url, session, *CONTROLS)
-    out = _poll_until(app_handlers, session, lambda o: o[-1] is False, 30, "the connection attempts to end")
-    assert "cannot open RTSP stream" in out[-2], out[-2]
+    out = _poll_until(app_handlers, session, lambda o: o[2] is False, 30, "the connection attempts to end")
+    assert "cannot open RTSP stream" in out[1], out[1]
     app_handlers.rtsp_stop(session)
