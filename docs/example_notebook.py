@@ -55,13 +55,15 @@ print(f"most confident: {best['label']} {best['confidence']:.0%} at {best['times
 
 # %% [markdown]
 # ## Per track: time tracked, expression shares, switches, trust
-# `low_trust_share` is the share of frames whose attention-to-AU cosine is below 0.7 (see
-# stream_fer/summary.py for where that threshold comes from).
+# `low_trust_share` is the share of frames whose trust score (the calibrated chance that the label is
+# right) is below 0.5; `low_cosine_share` the share whose attention-to-AU cosine is below 0.7 (see
+# stream_fer/summary.py for where both thresholds come from).
 
 # %%
 summary = res.summary()
 print(summary[["track", "frames", "duration_s", "share_neutral", "share_happiness", "mean_confidence",
-               "switches_per_min", "att_au_cosine_mean", "low_trust_share"]].round(3).to_string(index=False))
+               "switches_per_min", "att_au_cosine_mean", "trust_mean", "low_trust_share",
+               "low_cosine_share"]].round(3).to_string(index=False))
 
 # %% [markdown]
 # ## A timeline, and the report

@@ -33,7 +33,15 @@ import numpy as np
 from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.frames import FaceResult, Frame, FrameResult
-from stream_fer.summary import LOW_TRUST_COSINE, format_summary, frame_period, low_trust, summarize
+from stream_fer.summary import (
+    LOW_TRUST_COSINE,
+    format_summary,
+    frame_period,
+    has_trust_score,
+    low_trust,
+    low_trust_rule,
+    summarize,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -232,7 +240,7 @@ def draw_timeline(ax, df: pd.DataFrame, track: int | None = None, threshold: flo
     low = low_trust(rows, threshold).to_numpy()
     for i, (a, b) in enumerate(_spans(t, low, index, period)):
         ax.axvspan(a, b, color=LOW_TRUST_COLOUR, alpha=0.13, lw=0,
-                   label=f"low trust (cosine < {threshold:g})" if i == 0 else None)
+                   label=f"low trust ({low_trust_rule(rows, threshold)})" if i == 0 else None)
     ax.set_ylim(0, 1.02)
     ax.set_xlim(t.min() - period / 2, t.max() + period / 2) if len(t) > 1 else None
     ax.set_xlabel("time (s)")
@@ -252,6 +260,17 @@ def plot_timeline(df: pd.DataFrame, track: int | None = None, ax=None, threshold
     ax.set_title(f"track {drawn}")
     ax.figure.tight_layout()
     return ax.figure
+
+
+def _low_trust_note(df: pd.DataFrame, threshold: float) -> str:
+    cosine = (f"the attention-to-AU-map cosine is below {threshold:g}: the model looked less at the expression's "
+              "action units than 98% of its right answers on FER+ validation faces do (of those faces, 64% were "
+              "right, against 87% above it). Neutral has no AU map and no cosine.")
+    if not has_trust_score(df):
+        return "Low trust: " + cosine
+    return ("Low trust: the trust score (the calibrated chance that the label is right, from confidence, the "
+            "mirrored face, attention and blendshapes; engines/default/MODEL_CARD.md) is below 0.5. "
+            "Low cosine (the 'low cosine' column): " + cosine)
 
 
 def _figure(width: float, height: float):
@@ -327,11 +346,11 @@ color:#e8eaf0;font-size:12px} figure img{display:block} .pair{display:flex;gap:8
 
 _HEADERS = {"start_s": "from s", "end_s": "to s", "duration_s": "tracked s", "mean_confidence": "confidence",
             "switches_per_min": "switches/min", "att_au_cosine_mean": "AU cosine", "low_trust_share": "low trust",
-            "trust_mean": "trust"}
+            "low_cosine_share": "low cosine", "trust_mean": "trust"}
 
 
 def _table_html(table: pd.DataFrame) -> str:
-    pct = [c for c in table.columns if c.startswith("share_") or c == "low_trust_share"]
+    pct = [c for c in table.columns if c.startswith("share_") or c in ("low_trust_share", "low_cosine_share")]
     head = "".join(f"<th>{html.escape(_HEADERS.get(c, c.replace('share_', '').replace('_', ' ')))}</th>"
                    for c in table.columns)
     body = []
@@ -377,10 +396,7 @@ def build_report(df: pd.DataFrame, metadata: dict | None = None, keyframes: KeyF
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())] if x)
     parts = [f"<h1>{html.escape(title)}</h1>", f"<div class='meta'>{html.escape(made)}</div>"]
     parts.append("<section><h2>Summary</h2><p>" + html.escape(format_summary(table).splitlines()[0]) + "</p>"
-                 + _table_html(table) + "<p class='meta'>Low trust: the attention-to-AU-map cosine is below "
-                 f"{threshold:g}: the model looked less at the expression's action units than 98% of its right "
-                 "answers on FER+ validation faces do (of those faces, 64% were right, against 87% above it). "
-                 "Neutral has no AU map and no cosine.</p></section>")
+                 + _table_html(table) + "<p class='meta'>" + _low_trust_note(df, threshold) + "</p></section>")
     faces = df[df["track_id"].notna()]
     order = faces["track_id"].value_counts().index.tolist() if not faces.empty else []
     shown = [int(t) for t in order[:MAX_TRACKS]]

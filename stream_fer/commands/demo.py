@@ -17,6 +17,8 @@ def register(subparsers) -> None:
                         help="annotated video (default: annotated.mp4)")
     parser.add_argument("--csv", metavar="FILE", help="per-face, per-frame rows as CSV")
     parser.add_argument("--jsonl", metavar="FILE", help="per-face, per-frame rows as JSON Lines")
+    parser.add_argument("--parquet", metavar="FILE", help="per-face, per-frame rows as Parquet (typed)")
+    parser.add_argument("--report", metavar="FILE", help="a self-contained HTML report")
     parser.add_argument("--backend", default="auto", help="inference backend (default: auto)")
     parser.add_argument("--max-faces", default="1", metavar="N", help="faces per frame (default: 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,7 +43,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(sample)
         return 0
     argv = [str(sample), "--out", args.out, "--backend", args.backend, "--max-faces", args.max_faces]
-    for flag, value in (("--csv", args.csv), ("--jsonl", args.jsonl)):
+    for flag, value in (("--csv", args.csv), ("--jsonl", args.jsonl), ("--parquet", args.parquet),
+                        ("--report", args.report)):
         if value:
             argv += [flag, value]
     if args.no_progress:

@@ -16,7 +16,7 @@ import pytest
 import stream_fer
 from stream_fer.records import ROW_FIELDS
 from stream_fer.results import rows_to_table, table_to_pandas
-from stream_fer.summary import LOW_TRUST_COSINE, summarize
+from stream_fer.summary import LOW_TRUST_COSINE, LOW_TRUST_SCORE, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "report_screenshot.png"
@@ -65,6 +65,17 @@ def test_summary_numbers_by_hand():
     video = table.attrs["video"]
     assert video["frames"] == 9 and video["frames_with_faces"] == 8 and video["tracks"] == 2
     assert video["duration_s"] == pytest.approx(0.9) and LOW_TRUST_COSINE == 0.7
+    assert one["low_cosine_share"] == one["low_trust_share"]  # no trust score in these rows: the cosine rule
+    assert video["low_trust_rule"] == "attention-AU cosine < 0.7"
+
+
+def test_the_trust_score_sets_low_trust_where_the_results_have_it():
+    rows = [_row(i, i / 10, 1, "happiness", 0.9) for i in range(4)]
+    df = table_to_pandas(rows_to_table(rows))
+    df["trust"] = [0.9, 0.4, 0.45, 0.8]  # two of four below 0.5, while every cosine is high
+    one = summarize(df).iloc[1]
+    assert one["low_trust_share"] == 0.5 and one["low_cosine_share"] == 0.0
+    assert one["trust_mean"] == pytest.approx(0.6375)
 
 
 def test_summary_uses_each_frames_own_duration():
@@ -107,6 +118,7 @@ def test_low_trust_stretches_are_shaded_on_the_timeline():
     ax = fig.add_subplot()
     draw_timeline(ax, df)
     assert "trust" in [line.get_label() for line in ax.lines]
+    assert len(ax.patches) == 1 and round(ax.patches[0].get_x(), 3) == -0.05  # trust < 0.5: frames 0-3
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +146,11 @@ def test_summary_of_the_sample_counted_by_hand(reported):
     assert one["switches_per_min"] == pytest.approx(switches / (FRAMES * period / 60), rel=1e-4)
     cosines = [c for c in df["att_au_cosine"].tolist() if not np.isnan(c)]
     assert one["att_au_cosine_mean"] == pytest.approx(sum(cosines) / len(cosines), abs=1e-6)
-    assert one["low_trust_share"] == pytest.approx(sum(c < LOW_TRUST_COSINE for c in cosines) / len(cosines))
+    assert one["low_cosine_share"] == pytest.approx(sum(c < LOW_TRUST_COSINE for c in cosines) / len(cosines))
+    trust = df["trust"].astype(float)  # the sample's results carry the trust score: it sets "low trust"
+    assert trust.notna().all() and one["trust_mean"] == pytest.approx(trust.mean(), abs=1e-6)
+    assert one["low_trust_share"] == pytest.approx(float((trust < LOW_TRUST_SCORE).mean()))
+    assert table.attrs["video"]["low_trust_rule"] == "trust score < 0.5"
     assert one["mean_confidence"] == pytest.approx(df["confidence"].astype(float).mean(), abs=1e-6)
 
 

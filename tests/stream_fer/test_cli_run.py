@@ -297,3 +297,8 @@ def test_demo_annotates_the_shipped_sample_and_says_where_it_is(cli, env, tmp_pa
     with open(rows) as f:
         labels = [r["label"] for r in csv.DictReader(f)]
     assert len(labels) == CLIPS[SAMPLE] and labels[-1] == "happiness"  # she ends laughing
+    typed = tmp_path / "annotated.parquet"  # the demo writes every output that run does
+    assert cli("demo", "--out", out, "--parquet", typed, "--max-faces", "1", "--no-progress", env=env).returncode == 0
+    from stream_fer import read_results
+
+    assert len(read_results(typed)) == CLIPS[SAMPLE]
