@@ -134,7 +134,6 @@ class TileDetector:
                 self._detector = vision.FaceDetector.create_from_options(options)
         except Exception as exc:
             raise StreamFerError(f"could not load the face detector model: {exc}") from None
-        self._started = False  # the first detection still logs start-up chatter
 
     def detect(self, rgb: np.ndarray, tile: Tile) -> list[tuple[Box, float]]:
         """[(box in frame pixels, score), ...] for the faces the detector finds in one tile."""
@@ -142,9 +141,10 @@ class TileDetector:
         scale = DETECTOR_INPUT / max(tile.width, tile.height)
         size = (max(1, round(tile.width * scale)), max(1, round(tile.height * scale)))
         small = np.ascontiguousarray(cv2.resize(window, size, interpolation=cv2.INTER_AREA))
-        with contextlib.nullcontext() if self._started else _native_stderr.active():
+        # Filtered on every call, not only the first: LiteRT warns "Input tensor memory is not aligned ..."
+        # whenever a buffer it gets happens to be misaligned, which depends on the allocator, not on us.
+        with _native_stderr.active():
             result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=small))
-        self._started = True
         # MediaPipe maps the boxes back to the image it was given (the letterbox is its own business)
         sx, sy = tile.width / size[0], tile.height / size[1]
         found = []
@@ -306,12 +306,13 @@ class SmallFaceSearch:
                   tiles: list[Tile]) -> list[FaceLandmarks]:
         known = [f.box for f in faces]
         found = []
-        for tile in tiles:
-            if any(k[0] <= tile.x0 and k[1] <= tile.y0 and tile.x0 + tile.width <= k[2]
-                   and tile.y0 + tile.height <= k[3] for k in known):
-                continue  # the tile lies inside a face already known: nothing else to find there
-            self.stats["tiles"] += 1
-            found += self._detector_instance().detect(rgb, tile)
+        with _native_stderr.active() if tiles else contextlib.nullcontext():  # one filter for the whole scan
+            for tile in tiles:
+                if any(k[0] <= tile.x0 and k[1] <= tile.y0 and tile.x0 + tile.width <= k[2]
+                       and tile.y0 + tile.height <= k[3] for k in known):
+                    continue  # the tile lies inside a face already known: nothing else to find there
+                self.stats["tiles"] += 1
+                found += self._detector_instance().detect(rgb, tile)
         for box in merge_detections(found):
             if len(faces) >= max_faces:
                 break
