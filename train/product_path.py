@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_fer.face.classes import CLASS_NAMES
+from stream_fer.model_files import file_sha256
 from stream_fer.train.data import FerSplit
 from stream_fer.train.paths import train_cache
 
@@ -55,21 +56,13 @@ class ProductPathOutputs:
         return {n: float(v) for n, v in zip(self.blendshape_names, self.blendshapes[i])}
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path) -> Path:
     from stream_fer.train.landmarks import ATTEMPTS
 
     digest = hashlib.sha1(FORMAT.encode())
     digest.update(repr(ATTEMPTS).encode())
-    digest.update(_file_digest(Path(model_dir) / "model.onnx").encode())
-    digest.update(_file_digest(landmarker_path).encode())
+    digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
+    digest.update(file_sha256(landmarker_path).encode())
     digest.update(np.ascontiguousarray(split.keys.astype("U")).tobytes())
     return train_cache() / f"product_path-{split.name}-{digest.hexdigest()[:12]}.npz"
 

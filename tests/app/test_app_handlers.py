@@ -3,8 +3,6 @@ real local RTSP server that drops and comes back), and the input checks (rtsp://
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -68,19 +66,6 @@ def test_only_files_in_gradios_upload_folder_are_read(tmp_path, monkeypatch):
 # -------------------------------------------------------------------------------------------------- RTSP
 
 
-def _rtsp_server_class():
-    """The project's test RTSP server (tests/stream_fer/rtsp_server.py)."""
-    path = Path(__file__).resolve().parents[1] / "stream_fer" / "rtsp_server.py"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    name = "stream_fer_tests_rtsp_server"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module.RtspServer
 
 
 def _poll_until(handlers, visitor, predicate, timeout: float, what: str):
@@ -100,7 +85,9 @@ def _poll_until(handlers, visitor, predicate, timeout: float, what: str):
 
 
 def test_rtsp_session_streams_shows_a_drop_and_reconnects(app_handlers, single_face_video):
-    RtspServer = _rtsp_server_class()
+    from app_helpers import rtsp_server_class
+
+    RtspServer = rtsp_server_class()
     with RtspServer.from_video(single_face_video, fps=30) as server:
         session = "visitor-rtsp"
         status = app_handlers.rtsp_start(server.url, session, *CONTROLS)

@@ -201,22 +201,6 @@ def test_the_live_websocket_refuses_cleanly_when_the_app_is_full(app_factory, gr
         demo.handlers.close()
 
 
-def _rtsp_server_class():
-    """The project's test RTSP server (tests/stream_fer/rtsp_server.py)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[1] / "stream_fer" / "rtsp_server.py"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    name = "stream_fer_tests_rtsp_server"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module.RtspServer
 
 
 def test_the_rtsp_watch_websocket_sends_each_analysed_frame_with_its_result(app_server, single_face_video):
@@ -232,7 +216,9 @@ def test_the_rtsp_watch_websocket_sends_each_analysed_frame_with_its_result(app_
     with connect(base + "?token=nothing", open_timeout=30) as ws:
         assert json.loads(ws.recv(timeout=30)) == {"type": "error", "message": "no such stream", "final": True}
 
-    RtspServer = _rtsp_server_class()
+    from app_helpers import rtsp_server_class
+
+    RtspServer = rtsp_server_class()
     with RtspServer.from_video(single_face_video, fps=30) as server:
         handlers.rtsp_start(server.url, "visitor-watch", "auto", 1, "ema", 0.6, [])
         try:
