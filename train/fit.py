@@ -21,6 +21,7 @@ from stream_fer.train.augment import AugmentConfig, augment_batch
 from stream_fer.train.checkpoint import load_model, read_checkpoint, save_checkpoint
 from stream_fer.train.data import class_counts, load_ferplus
 from stream_fer.train.landmarks import load_cache
+from stream_fer.train.levers import distillation_loss, kl_to, make_ema, mixup, nnldl_targets
 from stream_fer.train.loss import au_guided_loss
 from stream_fer.train.model import ModelConfig, build_model, normalise
 from stream_fer.train.paths import train_cache
@@ -47,6 +48,14 @@ class FitConfig:
     # A second stage: start from this checkpoint's weights with a fresh optimiser and schedule (a warm
     # restart); its model config must equal this run's. Empty: start from random weights.
     init_from: str = ""
+    # The recipe's optional levers (train/levers.py); 0 / "" = off.
+    ema_decay: float = 0.0  # EMA of the weights; when on, the EMA weights are validated, kept and exported
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of image and AU map
+    nnldl_k: int = 0  # nearest-neighbour label distributions (RALD): k neighbours in the batch
+    nnldl_weight: float = 1.0
+    distill_from: str = ""  # teacher checkpoint
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -98,6 +107,19 @@ def init_weights(model, path: str) -> None:
         raise StreamFerError(f"--init-from {path}: its model config differs from this run's")
     model.load_state_dict(source.state_dict())
     log.info("initialised from %s (epoch %s)", path, state.get("epoch"))
+
+
+def load_teacher(path: str, device):
+    """A frozen teacher for distillation: any stream-fer checkpoint with the same classes and input size."""
+    teacher, _ = load_model(path, device=str(device))
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    x = x.to(dev)
+    return x.contiguous(memory_format=torch.channels_last) if dev.type == "cpu" else x
 
 
 def make_optimizer(model, cfg: FitConfig):
@@ -162,6 +184,8 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
     if cfg.init_from:
         init_weights(model, cfg.init_from)
     optimizer = make_optimizer(model, cfg)
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
+    teacher = load_teacher(cfg.distill_from, dev) if cfg.distill_from else None
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history, best = 0, [], -1.0
@@ -178,6 +202,9 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
         if "torch_rng" in state:  # dropout draws from the global generator
             torch.set_rng_state(state["torch_rng"])
         start_epoch, history, best = state["epoch"] + 1, json.loads(state["history"]), state["best"]
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.fill_(int(state["ema_n"]))
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
     (run_dir / "fit_config.json").write_text(json.dumps({"fit": asdict(cfg), "model": model_cfg.to_dict()}, indent=2))
 
@@ -200,18 +227,30 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
             images = data_t.images[idx].float().div(255).unsqueeze(1)
             maps = data_t.maps[idx].unsqueeze(1)
             images, maps = augment_batch(images, maps, aug, generator)
-            x = ((images - model_cfg.mean) / model_cfg.std).to(dev)
-            if dev.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
+            targets, valid, weights = data_t.targets[idx], data_t.valid[idx], data_t.weights[idx]
+            if cfg.mixup:
+                images, maps, targets, valid, weights = mixup(
+                    images, maps, targets, valid, weights, cfg.mixup, np.random.default_rng([cfg.seed, step]))
+            x = _to_device((images - model_cfg.mean) / model_cfg.std, dev)
             with torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
-                logits, attention, _ = model(x)
+                logits, attention, _, pooled = model.heads(model.features(x))
+            logits = logits.float()
             loss, ce, align, cos = au_guided_loss(
-                logits.float(), attention.float(), data_t.targets[idx].to(dev), maps.squeeze(1).to(dev),
-                data_t.valid[idx].to(dev), cfg.lam, data_t.weights[idx].to(dev))
+                logits, attention.float(), targets.to(dev), maps.squeeze(1).to(dev), valid.to(dev), cfg.lam,
+                weights.to(dev))
+            if cfg.nnldl_k:
+                loss = loss + cfg.nnldl_weight * kl_to(nnldl_targets(pooled, logits.softmax(1), cfg.nnldl_k), logits)
+            if teacher is not None:
+                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+                    t_cfg = teacher.config
+                    teacher_logits = teacher(_to_device((images - t_cfg.mean) / t_cfg.std, dev))[0].float()
+                loss = loss + cfg.distill_weight * distillation_loss(logits, teacher_logits, cfg.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             n = len(idx)
             sums["loss"] += loss.item() * n
             sums["ce"] += ce.item() * n
@@ -222,15 +261,22 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
                 bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", cos=f"{sums['cos'] / sums['n']:.3f}")
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t0, 1),
                   **{k: round(v / sums["n"], 4) for k, v in sums.items() if k != "n"}}
-        record.update({k: round(v, 4) for k, v in quick_validation(model, val_split, val_maps, val_valid, dev).items()})
+        if ema is not None:  # both are reported (the ablation); the EMA weights are the ones kept
+            raw = quick_validation(model, val_split, val_maps, val_valid, dev)
+            record.update({f"{k}_raw": round(v, 4) for k, v in raw.items()})
+        kept = ema.module if ema is not None else model
+        record.update({k: round(v, 4) for k, v in quick_validation(kept, val_split, val_maps, val_valid, dev).items()})
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, record)
         if record["val_accuracy"] > best:
             best = record["val_accuracy"]
-            save_checkpoint(run_dir / "best.pt", model, epoch=epoch + 1, metrics=json.dumps(record),
+            save_checkpoint(run_dir / "best.pt", kept, epoch=epoch + 1, metrics=json.dumps(record),
                             fit_config=asdict(cfg))
+        extra = {} if ema is None else {"ema": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
+                                        "ema_n": int(ema.n_averaged)}
         save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                        torch_rng=torch.get_rng_state(), history=json.dumps(history), best=best, fit_config=asdict(cfg))
+                        torch_rng=torch.get_rng_state(), history=json.dumps(history), best=best, fit_config=asdict(cfg),
+                        **extra)
         (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     return {"history": history, "best_val_accuracy": best, "run_dir": str(run_dir)}
 

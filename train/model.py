@@ -100,11 +100,16 @@ class AUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, C, H, W) normalised. Returns logits (N, K), attention (N, h, w), cams (N, K, h, w)."""
         flip = self.flips()
-        feats = self.features(with_mirror(x) if flip else x)
-        attention = feats.mean(dim=1)
-        logits = self.fc(self.dropout(feats.mean(dim=(2, 3))))
-        cams = torch.einsum("kc,nchw->nkhw", self.fc.weight, feats) + self.fc.bias[None, :, None, None]
+        logits, attention, cams, _ = self.heads(self.features(with_mirror(x) if flip else x))
         return merge_mirrored(logits, attention, cams) if flip else (logits, attention, cams)
+
+    def heads(self, feats: torch.Tensor):
+        """Last-block features -> (logits, attention, cams, pooled features); training levers that compare
+        faces (NNLDL) use the pooled features."""
+        pooled = feats.mean(dim=(2, 3))
+        logits = self.fc(self.dropout(pooled))
+        cams = torch.einsum("kc,nchw->nkhw", self.fc.weight, feats) + self.fc.bias[None, :, None, None]
+        return logits, feats.mean(dim=1), cams, pooled
 
 
 def with_mirror(x: torch.Tensor) -> torch.Tensor:
