@@ -1,5 +1,5 @@
 """`python -m train COMMAND` (in a clone), `python -m stream_fer.train COMMAND` or `stream-fer train COMMAND`:
-landmarks | fit | eval | template | package."""
+landmarks | fit | eval | template | package | trust | ablation."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
 def _command_modules():
     import importlib
 
-    for name in ("fit", "evaluate", "template", "package", "trust"):
+    for name in ("fit", "evaluate", "template", "package", "trust", "ablation"):
         try:
             yield importlib.import_module(f"stream_fer.train.{name}").register
         except ModuleNotFoundError as exc:  # a module not written yet must not block the others

@@ -75,6 +75,11 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_kept(tmp_path, sm
         assert torch.equal(value, last["ema"][key]), key
     record = result["history"][0]
     assert "val_accuracy_raw" in record and "val_accuracy" in record
+    from stream_fer.train.ablation import markdown, run_row
+
+    row = run_row(tmp_path / "ema")  # the model card's ablation table reads the same history
+    assert row["val_accuracy"] == record["val_accuracy"] and row["val_accuracy_raw"] == record["val_accuracy_raw"]
+    assert "EMA 0.9" in markdown([row])
 
 
 def test_resume_restores_the_ema(tmp_path, small_splits, small_cache):
