@@ -14,7 +14,9 @@
 `analyze` is the one per-video function: `stream-fer run`, batch workers and the tests all go through it,
 and it writes every output itself. With any output (out, csv, jsonl, parquet, report) it analyses the
 whole source before it returns; without, it returns at once and analyses as you iterate (or when you ask
-for a table). Both run the same threaded pipeline (stream_fer.pipeline) over the same FrameAnalyzer.
+for a table). Both run the same pipeline (stream_fer.pipeline: threaded by default, `pipeline="sequential"`
+for one core per video) over the same FrameAnalyzer; `analyzer=` lends it an Analyzer to reuse, so one
+process analyses many videos in turn with its models loaded once (what batch workers do).
 
 Bad input raises one StreamFerError whose message is the line the CLI prints after "stream-fer: error: ".
 Heavy runtimes (ONNX Runtime, MediaPipe, pandas) load when an analysis starts, not on import.
@@ -168,9 +170,10 @@ class _ArraySource(Source):
             index += 1
 
 
-def _open_source(source: Any, fps: float | None, reconnect: int) -> Source:
-    """The opened Source for what analyze() was given."""
-    from stream_fer.sources import open_source
+def _open_source(source: Any, fps: float | None, reconnect: int, decode_threads: bool = True) -> Source:
+    """The opened Source for what analyze() was given; decode_threads=False decodes a video file in the
+    calling thread (the sequential pipeline's one core)."""
+    from stream_fer.sources import FileSource, open_source
 
     if isinstance(source, Source):
         src = source
@@ -178,6 +181,8 @@ def _open_source(source: Any, fps: float | None, reconnect: int) -> Source:
         text = str(source)
         options = {"reconnect_attempts": reconnect} if text.lower().startswith("rtsp") else {}
         src = open_source(text, **options)
+        if not decode_threads and type(src) is FileSource:
+            src = FileSource(text, threads=False)
     elif isinstance(source, (int, np.integer)) and not isinstance(source, bool):
         src = open_source(str(int(source)))
     elif isinstance(source, np.ndarray):
@@ -302,7 +307,8 @@ class _Run:
     (finite sources) and the key frames (for a report)."""
 
     def __init__(self, source: Source, analyzer, sinks: list, rows_of, *, render: bool, max_frames: int | None,
-                 progress: bool, keep_rows: bool, report: Path | None, metadata: dict) -> None:
+                 progress: bool, keep_rows: bool, report: Path | None, metadata: dict,
+                 pipeline: str = "threaded", lender: Analyzer | None = None) -> None:
         from stream_fer.records import ROW_FIELDS
         from stream_fer.results import RowCollector
 
@@ -321,6 +327,8 @@ class _Run:
 
             self.keyframes = KeyFrames(crop_size=analyzer.crop_size)
         self.metadata = metadata
+        self.pipeline = pipeline
+        self.lender = lender  # the Analyzer that lent `analyzer` (it stays open) or None (closed at the end)
         self.state = "ready"  # -> running -> done | failed; or closed without running
         self.stats: PipelineStats | None = None
         self.deliver: Callable[[FrameResult], None] | None = None
@@ -341,12 +349,13 @@ class _Run:
         self.state = "running"
         try:
             stats = run_pipeline(self.source, self.analyzer, self.sinks, progress=self.progress,
-                                 max_frames=self.max_frames, on_frame=self._on_frame, render=self.render)
+                                 max_frames=self.max_frames, on_frame=self._on_frame, render=self.render,
+                                 pipeline=self.pipeline)
         except BaseException:
             self.state = "failed"
             raise
         finally:
-            self.analyzer.close()
+            self._release_analyzer()
         self.stats = stats
         self.state = "done"
         return stats
@@ -359,7 +368,13 @@ class _Run:
             try:
                 self.source.close()
             finally:
-                self.analyzer.close()
+                self._release_analyzer()
+
+    def _release_analyzer(self) -> None:
+        if self.lender is None:
+            self.analyzer.close()
+        else:
+            self.lender._end_run()
 
 
 class Results:
@@ -534,7 +549,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             max_frames: int | None = None, audio: bool = True, progress: bool = False, engine=None,
             fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = "superfast",
             announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE,
-            keep_rows: bool | None = None) -> Results:
+            keep_rows: bool | None = None, pipeline: str = "threaded", analyzer: Analyzer | None = None) -> Results:
     """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an
     iterable of (H, W, 3) uint8 arrays, stamped at `fps`, default 30).
 
@@ -557,8 +572,25 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     max_frames; False saves the memory when only the files are wanted). `progress` shows a progress bar;
     `announce(line)` is called with the start-up lines (backend chosen, input -> outputs).
 
+    `pipeline`: "threaded" (the default: the stages overlap on the cores, one video as fast as it goes) or
+    "sequential" (every step in one thread, the video file decoded in it too: one core per video, for
+    running several analyses side by side). `analyzer`: an open Analyzer to analyse with (its models and
+    settings; then max_faces, smoothing, smoothing_strength, min_face, overlays, backend, model, threads,
+    landmarker and engine are not used). It is reset before the run (a fresh stream: results as from a new
+    Analyzer) and left open afterwards, so one Analyzer serves many videos in turn with its models loaded once.
+
     Raises StreamFerError (one line a user can act on) for bad input, before any heavy work where it can.
     """
+    from stream_fer.pipeline import check_pipeline
+
+    check_pipeline(pipeline)
+    if analyzer is not None:
+        if not isinstance(analyzer, Analyzer):
+            raise StreamFerError(f"analyzer must be a stream_fer.Analyzer, not {type(analyzer).__name__}")
+        analyzer._check_lendable()
+        max_faces, smoothing, smoothing_strength, min_face, backend, threads, landmarker, overlays = (
+            analyzer._settings[k] for k in ("max_faces", "smoothing", "smoothing_strength", "min_face", "backend",
+                                            "threads", "landmarker", "overlays"))
     _check_analysis_options(max_faces, threads, smoothing, smoothing_strength, max_frames)
     _check_min_face(min_face)
     paths = _check_outputs(source, {"out": out, "csv": csv, "jsonl": jsonl, "parquet": parquet,
@@ -570,22 +602,26 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             raise StreamFerError(f"the report is an HTML file: name it .html, not {paths['report'].name}")
         require_matplotlib()
     options = overlay_options(overlays)
-    src = _open_source(source, fps, reconnect)
+    src = _open_source(source, fps, reconnect, decode_threads=pipeline != "sequential")
     info = src.info
     from stream_fer.records import to_row
     from stream_fer.results import ParquetSink, RowsMemo
 
     rows_of = RowsMemo(to_row)
     sinks: list = []
-    analyzer = None
+    mode = "image" if info.codec == "image" else "video"
     try:
         sinks = _open_sinks({k: v for k, v in paths.items() if k != "report"}, info, rows_of, audio, crf, preset)
-        loaded = _load_engine(engine, model, backend, threads, announce)
-        from stream_fer.analyzer import FrameAnalyzer
+        if analyzer is not None:
+            frame_analyzer = analyzer._begin_run(mode)
+            loaded = frame_analyzer.engine
+        else:
+            loaded = _load_engine(engine, model, backend, threads, announce)
+            from stream_fer.analyzer import FrameAnalyzer
 
-        analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces, smoothing=smoothing,
-                                 smoothing_strength=smoothing_strength, overlays=options,
-                                 mode="image" if info.codec == "image" else "video", min_face=min_face)
+            frame_analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces,
+                                           smoothing=smoothing, smoothing_strength=smoothing_strength,
+                                           overlays=options, mode=mode, min_face=min_face)
     except BaseException:
         _discard(sinks)
         src.close()
@@ -598,9 +634,9 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     for sink in sinks:
         if isinstance(sink, ParquetSink):
             sink.metadata = metadata
-    run = _Run(src, analyzer, sinks, rows_of, render="out" in paths, max_frames=max_frames, progress=progress,
+    run = _Run(src, frame_analyzer, sinks, rows_of, render="out" in paths, max_frames=max_frames, progress=progress,
                keep_rows=(not info.live or max_frames is not None) if keep_rows is None else keep_rows,
-               report=paths.get("report"), metadata=metadata)
+               report=paths.get("report"), metadata=metadata, pipeline=pipeline, lender=analyzer)
     results = Results(run, paths)
     if not paths:
         return results
@@ -645,10 +681,16 @@ class Analyzer:
                                        smoothing=smoothing, smoothing_strength=smoothing_strength,
                                        overlays=options, mode=mode, min_face=min_face)
         self.mode = mode
+        # what analyze(analyzer=self) analyses with (and records in the results' metadata)
+        self._settings = {"max_faces": max_faces, "smoothing": smoothing, "smoothing_strength": smoothing_strength,
+                          "min_face": min_face, "backend": backend, "threads": threads, "landmarker": landmarker,
+                          "overlays": options}
         self._index = 0
         self._last_ms: int | None = None
         self._clock0: float | None = None
         self._closed = False
+        self._used = False  # frames went through since the last reset (a lent run resets first)
+        self._lent = False  # an analyze() run is using it
 
     @property
     def engine(self):
@@ -685,6 +727,9 @@ class Analyzer:
         the first frame). Returns its FrameResult, or (FrameResult, annotated RGB frame) with annotate=True."""
         if self._closed:
             raise StreamFerError("this Analyzer is closed")
+        if self._lent:
+            raise StreamFerError("this Analyzer is in use by an analyze() run")
+        self._used = True
         frame = Frame(index=self._index, timestamp=self._timestamp(timestamp), capture_time=time.monotonic(),
                       rgb=_as_rgb(rgb))
         self._index += 1
@@ -701,9 +746,32 @@ class Analyzer:
         self._index = 0
         self._last_ms = None
         self._clock0 = None
+        self._used = False
+
+    def _check_lendable(self) -> None:
+        if self._closed:
+            raise StreamFerError("this Analyzer is closed")
+        if self._lent:
+            raise StreamFerError("this Analyzer is in use by another analyze() run; give each run its own")
+
+    def _begin_run(self, mode: str):
+        """The FrameAnalyzer for one analyze() run, reset to a fresh stream (kept until _end_run)."""
+        self._check_lendable()
+        if mode != self.mode:
+            raise StreamFerError(f"this Analyzer is in {self.mode} mode; "
+                                 + ("an image" if mode == "image" else "a video") + f" needs Analyzer(mode={mode!r})")
+        if self._used:
+            self.reset()
+        self._used = self._lent = True
+        return self._analyzer
+
+    def _end_run(self) -> None:
+        self._lent = False
 
     def close(self) -> None:
         if not self._closed:
+            if self._lent:
+                raise StreamFerError("this Analyzer is in use by an analyze() run; close it after the run")
             self._closed = True
             self._analyzer.close()
 

@@ -15,7 +15,9 @@ stage, bounded queues between them.
   rendered, frames dropped by a live source.
 
 `run_stages` is the generic runner (stages are plain functions; the tests drive it with trivial ones);
-`run_pipeline` runs a FrameAnalyzer's stages.
+`run_sequential` keeps the same contract in the caller's thread alone, one frame at a time (one core per
+video: what batch workers use, since they run one video per core); `run_pipeline` runs a FrameAnalyzer's
+stages with either (pipeline="threaded", the default, or "sequential").
 """
 
 from __future__ import annotations
@@ -351,6 +353,128 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
     )
 
 
+def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_frames: int | None = None,
+                   queue_size: int | None = None, progress: bool = False,
+                   on_frame: Callable[[Frame, Any], None] | None = None,
+                   count_faces: Callable[[Any], int] | None = None) -> PipelineStats:
+    """run_stages' contract in the caller's thread alone: each frame is read, passed through every stage
+    and written before the next is read. The same sinks, statistics (per stage, "read" in extra), order
+    and completeness checks, error and Ctrl-C semantics (a source error comes after the frames read before
+    it are written; the first Ctrl-C finishes the frame in hand and closes the outputs, a second abandons
+    it). It uses one core: for batch workers, which run one video per core (threads would only contend
+    there). `queue_size` is accepted for the same signature and unused (there are no queues)."""
+    del queue_size
+    live = bool(getattr(source, "live", False))
+    watches = {s.name: _Stopwatch() for s in stages}
+    write_watch, read_watch = _Stopwatch(), _Stopwatch()
+    e2e = array("d")
+    counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
+    first = last = None
+    error: BaseException | None = None
+    source_error: BaseException | None = None
+    interrupts = [0]
+
+    def interrupt() -> None:
+        interrupts[0] += 1
+        source.stop()
+        if interrupts[0] == 1:
+            log.warning("interrupted: finishing the frame in hand and closing the outputs "
+                        "(Ctrl-C again to stop at once)")
+
+    bar = _progress_bar(source, progress)
+    with _sigint_calls(interrupt), _opencv_single_threaded():
+        try:
+            frames = iter(source)
+            last_index = -1
+            while interrupts[0] == 0 and (max_frames is None or counts["in"] < max_frames):
+                try:
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    frame = next(frames, None)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # like run_stages: the frames read before it are written
+                    source_error = exc
+                    break
+                if frame is None:
+                    break
+                read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
+                if first is None:
+                    first = time.monotonic()
+                counts["in"] += 1
+                value = None
+                for stage in stages:
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    value = stage.fn(frame, value)
+                    watches[stage.name].add(time.perf_counter() - t0, time.thread_time() - c0)
+                if interrupts[0] > 1:  # the second Ctrl-C came during this frame: abandon it
+                    break
+                result, annotated = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
+                e2e.append((time.monotonic() - frame.capture_time) * 1000.0)
+                if not live and frame.index <= last_index:
+                    raise RuntimeError(f"frame {frame.index} left the pipeline after frame {last_index}")
+                last_index = frame.index
+                t0, c0 = time.perf_counter(), time.thread_time()
+                for sink in sinks:
+                    sink.write(frame, result, annotated)
+                write_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
+                counts["out"] += 1
+                n = count_faces(result) if count_faces else len(getattr(result, "faces", ()) or ())
+                counts["faces"] += n
+                counts["with_faces"] += n > 0
+                last = time.monotonic()
+                if on_frame is not None:
+                    on_frame(frame, result)
+                if bar is not None:
+                    bar.update(1)
+        except KeyboardInterrupt:  # where no handler could be installed: the frame in hand is abandoned
+            interrupts[0] += 2
+        except BaseException as exc:
+            error = exc
+        finally:
+            if bar is not None:
+                bar.close()
+            _close_quietly(source)
+            close_errors = _close_all(sinks)
+    interrupted = interrupts[0] > 0
+
+    if error is not None:
+        raise error
+    if source_error is not None and not interrupted:
+        raise source_error
+    if close_errors:
+        raise close_errors[0]
+    abandoned = interrupts[0] > 1
+    if not abandoned and not live and counts["out"] != counts["in"]:
+        raise RuntimeError(f"the pipeline lost frames: read {counts['in']}, wrote {counts['out']}")
+    lat = np.frombuffer(e2e, dtype=np.float64) if len(e2e) else None
+    info = getattr(source, "info", None)
+    return PipelineStats(
+        frames_in=counts["in"], frames_out=counts["out"], faces=counts["faces"],
+        frames_with_faces=counts["with_faces"], dropped=int(getattr(source, "dropped", 0) or 0),
+        wall_s=(last - first) if first is not None and last is not None else 0.0,
+        stages=tuple(watches[s.name].stats(s.name) for s in stages) + (write_watch.stats("write"),),
+        latency_median_ms=None if lat is None else _quantiles(lat, (0.5,))[0],
+        latency_p95_ms=None if lat is None else _quantiles(lat, (0.95,))[0],
+        interrupted=interrupted, source=getattr(info, "description", "") if info else "",
+        extra={"latencies_ms": lat, "read": read_watch.stats("read")},
+    )
+
+
+# How run_pipeline runs the stages: "threaded" overlaps them on the cores (the default: one video as fast as
+# it goes); "sequential" keeps one video on one core (many videos side by side: batch workers).
+RUNNERS: dict[str, Callable[..., PipelineStats]] = {"threaded": run_stages, "sequential": run_sequential}
+
+
+def check_pipeline(name: str) -> Callable[..., PipelineStats]:
+    """The runner called `name`, or one StreamFerError naming the choices."""
+    try:
+        return RUNNERS[name]
+    except (KeyError, TypeError):
+        from stream_fer.errors import StreamFerError
+
+        raise StreamFerError(f"pipeline must be one of {', '.join(map(repr, RUNNERS))}, not {name!r}") from None
+
+
 @contextlib.contextmanager
 def _opencv_single_threaded():
     """While the pipeline runs, OpenCV works in the calling stage's thread: the stages already keep the
@@ -433,16 +557,17 @@ def wants_annotated(sinks: Sequence) -> bool:
 def run_pipeline(source: Source, analyzer, sinks: Sequence, progress: bool = True,
                  max_frames: int | None = None, queue_size: int | None = None,
                  on_frame: Callable[[Frame, FrameResult], None] | None = None,
-                 render: bool | None = None) -> PipelineStats:
+                 render: bool | None = None, pipeline: str = "threaded") -> PipelineStats:
     """Analyse every frame of `source` with `analyzer` (a FrameAnalyzer) and write the annotated frames and
     the results to `sinks`. The source is opened if it is not yet; the source and sinks are closed at the
     end (the analyzer is not: it may serve another run). render=None renders only when a sink wants the
     picture (see wants_annotated); without rendering the sinks get annotated=None and every result is
-    computed all the same."""
+    computed all the same. `pipeline`: "threaded" (run_stages) or "sequential" (run_sequential)."""
+    runner = check_pipeline(pipeline)
     if getattr(source, "info", None) is None:
         source.open()
     stages = analyzer_stages(analyzer)
     if not (wants_annotated(sinks) if render is None else render):
         stages = stages[:3]  # no picture output: the render stage would draw for nobody
-    return run_stages(source, stages, sinks, max_frames=max_frames, queue_size=queue_size,
-                      progress=progress, on_frame=on_frame)
+    return runner(source, stages, sinks, max_frames=max_frames, queue_size=queue_size,
+                  progress=progress, on_frame=on_frame)

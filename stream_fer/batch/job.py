@@ -3,7 +3,10 @@
 
 A job never raises for a bad video: it returns a JobResult with the one-line error and the traceback, and
 leaves a failed-marker. Only KeyboardInterrupt passes through (the batch is being cancelled; the video is
-left to the next run). Runs in a pool worker or a Ray worker; each worker process loads the engine once."""
+left to the next run). Runs in a pool worker or a Ray worker. Each worker process loads the engine, the
+MediaPipe landmarker and the rest of the analysis once (one stream_fer.Analyzer, reset between videos: the
+results are those of a fresh run) and analyses one video at a time on one core (the sequential pipeline,
+every library thread pool at one thread), since the batch runs one worker per core."""
 
 from __future__ import annotations
 
@@ -95,6 +98,7 @@ class JobResult:
 # ---------------------------------------------------------------------------------------- the worker
 
 _ENGINES: dict[tuple, object] = {}
+_ANALYZERS: dict[tuple, object] = {}
 
 
 def limit_threads() -> None:
@@ -119,6 +123,23 @@ def worker_engine(settings: BatchSettings):
     return _ENGINES[key]
 
 
+def worker_analyzer(settings: BatchSettings):
+    """This process's stream_fer.Analyzer for `settings` (on the worker's engine), made on first use and kept:
+    analyze(analyzer=...) resets it before each video, so the landmarker, the trust model and the rest load
+    once per worker instead of once per video."""
+    key = (settings.model, settings.backend, settings.landmarker, settings.max_faces, settings.min_face,
+           settings.smoothing, settings.smoothing_strength)
+    if key not in _ANALYZERS:
+        import stream_fer
+
+        # the overlays are the defaults, as analyze() draws them for --video; threads=1 is the engine's
+        _ANALYZERS[key] = stream_fer.Analyzer(
+            max_faces=settings.max_faces, smoothing=settings.smoothing, smoothing_strength=settings.smoothing_strength,
+            backend=settings.backend, threads=1, engine=worker_engine(settings), landmarker=settings.landmarker,
+            min_face=settings.min_face)
+    return _ANALYZERS[key]
+
+
 def warm_up(settings: BatchSettings) -> None:
     """Import the analysis and load the engine ahead of the first video; a failure is left for the first job
     to report."""
@@ -130,6 +151,7 @@ def warm_up(settings: BatchSettings) -> None:
         import stream_fer.results  # noqa: F401
 
         worker_engine(settings)
+        worker_analyzer(settings)
     except Exception as exc:  # noqa: BLE001 - reported per video by run_job
         log.debug("engine warm-up failed: %s", exc)
 
@@ -163,7 +185,7 @@ def run_job(job: VideoJob) -> JobResult:
     outputs = job.outputs
     worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        engine = worker_engine(job.settings)
+        worker_engine(job.settings)
     except Exception as exc:  # noqa: BLE001 - the same for every video: not this video's failure
         return JobResult(job.video, "failed", error=f"cannot load the model: {error_line(exc)}",
                          traceback=traceback.format_exc(), worker=worker, fatal=True)
@@ -178,7 +200,7 @@ def run_job(job: VideoJob) -> JobResult:
         staging = Path(tempfile.mkdtemp(prefix=f".{outputs.base.name}.partial-", dir=outputs.folder))
         cpu0, t0, started = _cpu_seconds(), time.perf_counter(), time.time()
         staged = {kind: staging / final.name for kind, final in outputs.data_files.items()}
-        frames, faces, summary = _analyze(job, staged, engine)
+        frames, faces, summary = _analyze(job, staged)
         staged["summary"].write_text(json.dumps(summary, indent=1, default=str) + "\n")
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         result = JobResult(job.video, "done", frames, faces, seconds, frames / seconds if seconds > 0 else 0.0,
@@ -209,7 +231,7 @@ def record_failure(job: VideoJob, result: JobResult) -> None:
         log.warning("could not write %s: %s", job.outputs.failed, exc)
 
 
-def _analyze(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, dict]:
+def _analyze(job: VideoJob, staged: dict[str, Path]) -> tuple[int, int, dict]:
     """(frames, faces, summary) of one video, its outputs written to the staged paths. The summary: the
     video's figures (frames, duration, face share, tracks), Results.summary() as records (all faces, then
     one per track) and how the results were made (version, model hash, settings, source)."""
@@ -217,10 +239,8 @@ def _analyze(job: VideoJob, staged: dict[str, Path], engine) -> tuple[int, int, 
 
     s = job.settings
     res = stream_fer.analyze(str(job.input), parquet=staged["parquet"], csv=staged.get("csv"),
-                             jsonl=staged.get("jsonl"), out=staged.get("video"), max_faces=s.max_faces,
-                             min_face=s.min_face, smoothing=s.smoothing, smoothing_strength=s.smoothing_strength,
-                             landmarker=s.landmarker, max_frames=s.max_frames, audio=s.audio, progress=False,
-                             engine=engine)
+                             jsonl=staged.get("jsonl"), out=staged.get("video"), max_frames=s.max_frames,
+                             audio=s.audio, progress=False, pipeline="sequential", analyzer=worker_analyzer(s))
     stats = res.stats
     table = res.summary()
     summary = {"video": job.video, "input": str(job.input), **table.attrs.get("video", {}),
