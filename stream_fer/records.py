@@ -25,6 +25,10 @@ Columns:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
+
 from stream_fer.face.action_units import ACTION_UNITS, blendshapes_for
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.frames import FaceResult, FrameResult
@@ -57,6 +61,22 @@ def _round(x: float, digits: int = 4) -> float:
     return round(float(x), digits)
 
 
+_BOX_KEYS = ("box_x0", "box_y0", "box_x1", "box_y1")
+_ROW_KEYS = frozenset(ROW_FIELDS)
+
+
+@lru_cache(maxsize=16)
+def _class_keys(class_names: tuple[str, ...]) -> tuple[tuple[int, str, str], ...]:
+    """(model index, "p_<class>", "raw_<class>") for the model's classes that have columns."""
+    return tuple((k, f"p_{n}", f"raw_{n}") for k, n in enumerate(class_names) if f"p_{n}" in _ROW_KEYS)
+
+
+@lru_cache(maxsize=64)
+def _share_key(au: int) -> str | None:
+    key = f"share_AU{au}"
+    return key if key in _ROW_KEYS else None
+
+
 def face_row(result: FrameResult, face: FaceResult, class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
     """The row of one face of a frame."""
     row: dict = dict.fromkeys(ROW_FIELDS)
@@ -64,21 +84,23 @@ def face_row(result: FrameResult, face: FaceResult, class_names: tuple[str, ...]
     row["timestamp"] = _round(result.timestamp, 6)
     row["num_faces"] = len(result.faces)
     row["track_id"] = face.track_id
-    for key, v in zip(("box_x0", "box_y0", "box_x1", "box_y1"), face.box):
-        row[key] = _round(v, 1)
+    for key, v in zip(_BOX_KEYS, face.box):
+        row[key] = round(float(v), 1)
+    probs, raw = np.asarray(face.probs), np.asarray(face.raw_probs)
     row["label"] = face.label
     row["confidence"] = _round(face.confidence)
-    row["raw_label"] = class_names[int(face.raw_probs.argmax())]
-    for k, name in enumerate(class_names):
-        if f"p_{name}" in row:
-            row[f"p_{name}"] = _round(face.probs[k])
-            row[f"raw_{name}"] = _round(face.raw_probs[k])
+    row["raw_label"] = class_names[int(raw.argmax())]
+    p_list, raw_list = probs.tolist(), raw.tolist()  # Python floats, as float() of each element
+    for k, p_key, raw_key in _class_keys(tuple(class_names)):
+        row[p_key] = round(p_list[k], 4)
+        row[raw_key] = round(raw_list[k], 4)
     row["att_au_cosine"] = None if face.att_au_cosine is None else _round(face.att_au_cosine)
     row["trust"] = None if face.trust is None else _round(face.trust)
     row["trust_reason"] = face.trust_reason or None  # null rather than "" so CSV, JSONL and Parquet agree
     for n, share in face.au_attention_share.items():
-        if f"share_AU{n}" in row:
-            row[f"share_AU{n}"] = _round(share)
+        key = _share_key(n)
+        if key is not None:
+            row[key] = round(float(share), 4)
     if face.label in CLASS_NAMES:
         for b in blendshapes_for(face.label):
             if b in face.blendshapes:

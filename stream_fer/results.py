@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 from stream_fer.errors import StreamFerError, first_line
 from stream_fer.frames import Frame, FrameResult
@@ -40,32 +39,42 @@ from stream_fer.records import ROW_FIELDS
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "stream_fer"
 RESULT_SUFFIXES = (".parquet", ".csv", ".jsonl")
 
-# Arrow type per column that is not float32.
-COLUMN_TYPES: dict[str, pa.DataType] = {
-    "frame_index": pa.int64(),
-    "timestamp": pa.float64(),
-    "num_faces": pa.int64(),
-    "track_id": pa.int64(),
-    "label": pa.string(),
-    "raw_label": pa.string(),
-    "trust_reason": pa.string(),
+# Arrow type (the name of its pyarrow factory) per column that is not float32. Names, not pyarrow objects:
+# pyarrow (70 ms of start-up) is imported only where a table is built or read, not for a CSV run.
+COLUMN_TYPES: dict[str, str] = {
+    "frame_index": "int64",
+    "timestamp": "float64",
+    "num_faces": "int64",
+    "track_id": "int64",
+    "label": "string",
+    "raw_label": "string",
+    "trust_reason": "string",
 }
 # pandas dtype per Arrow type (ints with nulls stay integers: pandas' nullable Int64)
-_PANDAS_DTYPES = {pa.int64(): "int64", pa.float64(): "float64", pa.float32(): "float32", pa.string(): "string"}
+_PANDAS_DTYPES = {"int64": "int64", "float64": "float64", "float32": "float32", "string": "string"}
 _NULLABLE_INTS = ("track_id",)
 
 
+def _type_name(column: str) -> str:
+    return COLUMN_TYPES.get(column, "float32")
+
+
 def arrow_type(column: str) -> pa.DataType:
-    return COLUMN_TYPES.get(column, pa.float32())
+    import pyarrow as pa
+
+    return getattr(pa, _type_name(column))()
 
 
 def arrow_schema(columns: Sequence[str] = ROW_FIELDS, metadata: dict | None = None) -> pa.Schema:
+    import pyarrow as pa
+
     fields = [pa.field(c, arrow_type(c), nullable=c not in ("frame_index", "timestamp", "num_faces"))
               for c in columns]
     return pa.schema(fields, metadata=_encode_metadata(metadata) if metadata else None)
@@ -73,7 +82,7 @@ def arrow_schema(columns: Sequence[str] = ROW_FIELDS, metadata: dict | None = No
 
 def pandas_dtypes(columns: Sequence[str] = ROW_FIELDS) -> dict[str, str]:
     """The documented dtype of each column of a results DataFrame."""
-    return {c: ("Int64" if c in _NULLABLE_INTS else _PANDAS_DTYPES[arrow_type(c)]) for c in columns}
+    return {c: ("Int64" if c in _NULLABLE_INTS else _PANDAS_DTYPES[_type_name(c)]) for c in columns}
 
 
 def _encode_metadata(metadata: dict) -> dict[bytes, bytes]:
@@ -82,6 +91,8 @@ def _encode_metadata(metadata: dict) -> dict[bytes, bytes]:
 
 def rows_to_table(rows: Sequence[dict], columns: Sequence[str] = ROW_FIELDS) -> pa.Table:
     """Rows (dicts with the keys `columns`; None = null) as a typed Arrow table."""
+    import pyarrow as pa
+
     arrays = [pa.array([row.get(c) for row in rows], type=arrow_type(c)) for c in columns]
     return pa.Table.from_arrays(arrays, schema=arrow_schema(columns))
 
@@ -120,6 +131,8 @@ class RowCollector:
             self._pending = []
 
     def table(self) -> pa.Table:
+        import pyarrow as pa
+
         self._flush()
         if not self._batches:
             return rows_to_table([], self.columns)
@@ -195,6 +208,8 @@ class ParquetSink:
 
     def close(self) -> None:
         """Write what is buffered, finish the file and rename it into place. Safe to call twice."""
+        import pyarrow as pa
+
         if self._closed:
             return
         self._closed = True
@@ -231,6 +246,8 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if p.is_dir():
         raise StreamFerError(f"{p} is a directory, not a results file")
     suffix = p.suffix.lower()
+    import pyarrow as pa
+
     try:
         if suffix == ".parquet":
             table, metadata = _read_parquet(p)
@@ -254,6 +271,7 @@ def file_metadata(path: str | Path) -> dict:
     p = Path(path)
     if p.suffix.lower() != ".parquet":
         return {}
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -280,6 +298,7 @@ def _read_parquet(p: Path) -> tuple[pa.Table, dict]:
 
 
 def _read_csv(p: Path) -> pa.Table:
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     # floats are parsed as float64 and then cast, exactly as the writer turned Python floats into float32
@@ -292,6 +311,8 @@ def _read_csv(p: Path) -> pa.Table:
 def _read_jsonl(p: Path) -> pa.Table:
     # pyarrow's JSON reader would need every column present in the first block; json.loads per line is
     # exact (Python floats, as the writer had them) and fast enough for results files
+    import pyarrow as pa
+
     rows = []
     with open(p, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -311,6 +332,8 @@ def _read_jsonl(p: Path) -> pa.Table:
 
 def _cast_known(table: pa.Table) -> pa.Table:
     """The columns of the schema cast to their types; other columns as read."""
+    import pyarrow as pa
+
     fields = []
     for f in table.schema:
         known = f.name in ROW_FIELDS or f.name in COLUMN_TYPES

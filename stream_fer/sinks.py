@@ -98,6 +98,20 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _cells(values: list) -> list:
+    """The CSV cells of one row, as _cell gives them, in place. The plain values a row mostly holds (str, int,
+    finite float, None) are what the csv writer writes itself ("" for None, repr for a float), so only the
+    others go through _cell: 76 cells per face row, about 10 x cheaper than _cell on every one."""
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is float:
+            if not math.isfinite(v):
+                values[i] = ""
+        elif not (t is str or t is int or v is None):
+            values[i] = _cell(v)
+    return values
+
+
 RowsOf = Callable[[FrameResult], list[dict]]
 
 
@@ -160,7 +174,7 @@ class CsvSink(_RowSink):
         if extra:
             log.warning("%s: columns not in the header are left out: %s", self.path.name, ", ".join(sorted(extra)))
             self._warned |= extra
-        self._writer.writerow([_cell(row.get(c)) for c in self.columns])
+        self._writer.writerow(_cells([row.get(c) for c in self.columns]))
 
 
 class JsonlSink(_RowSink):

@@ -15,6 +15,7 @@ Sides are the subject's: MediaPipe vertex 33 (right eye, outer corner) is on the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,10 @@ def aus_for(expression: str) -> tuple[ActionUnit, ...]:
     return tuple(ACTION_UNITS[n] for n in numbers)
 
 
+@lru_cache(maxsize=64)
 def blendshapes_for(expression: str) -> tuple[str, ...]:
-    """MediaPipe blendshape names that measure the AUs of an expression (deduplicated, in order)."""
+    """MediaPipe blendshape names that measure the AUs of an expression (deduplicated, in order; cached:
+    every row and every trust score asks)."""
     seen: dict[str, None] = {}
     for au in aus_for(expression):
         for name in au.blendshapes:
