@@ -49,6 +49,7 @@ class PoolRunner:
         self.workers = workers or default_workers()
         self.max_attempts = max_attempts
         self._executor: ProcessPoolExecutor | None = None
+        self._exiting: list = []  # worker processes told to exit by release(), joined in __exit__
 
     def describe(self) -> str:
         return f"a local pool of {self.workers} worker{'s' if self.workers != 1 else ''}"
@@ -59,6 +60,14 @@ class PoolRunner:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop(kill=exc_type is not None)
 
+    def release(self) -> None:
+        """Every video is done: the workers start exiting (interpreter and library teardown) while the caller
+        goes on; __exit__ waits for them."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            self._exiting = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False)
+
     def _start(self) -> ProcessPoolExecutor:
         self._executor = ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
@@ -66,6 +75,11 @@ class PoolRunner:
         return self._executor
 
     def _stop(self, kill: bool) -> None:
+        exiting, self._exiting = self._exiting, []
+        for process in exiting:
+            if kill and process.is_alive():
+                process.terminate()
+            process.join()
         executor, self._executor = self._executor, None
         if executor is None:
             return

@@ -131,6 +131,9 @@ class RayRunner:
             self._pending.clear()
             ray.shutdown()
 
+    def release(self) -> None:
+        """Every video is done (the pool's runner lets its workers exit here; Ray's stay with the cluster)."""
+
     def check_shared_filesystem(self, sample_input: Path) -> None:
         """Every node with CPUs can read the output folder as the driver wrote it, write into it, and read
         an input; otherwise one StreamFerError naming the first node that cannot."""

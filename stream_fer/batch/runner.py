@@ -136,6 +136,24 @@ def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table
     jobs, rows = plan(videos, bases, options)
     by_video = {job.video: job for job in jobs}
     frames, t0, interrupted, runner_name = 0, time.perf_counter(), False, "nothing to run"
+    written = False
+
+    def write_batch_files() -> float:
+        """batch.csv and the combined dataset, as the batch stands now; the seconds of this run's work."""
+        nonlocal written
+        written = True
+        seconds = time.perf_counter() - t0
+        ordered = [rows[v.name] for v in videos]
+        write_table(table_path, ordered)
+        parts = [(r["video"], video_outputs(out_dir, bases[r["video"]]).parquet) for r in ordered
+                 if r["status"] == "done"]
+        if not parts:
+            dataset_path.unlink(missing_ok=True)  # no finished video: no dataset (an old one would be stale)
+        elif write_dataset(dataset_path, parts):
+            log.info("wrote %s (%d videos)", dataset_path, len(parts))
+        return seconds
+
+    seconds = 0.0
     try:
         if jobs:
             runner = _make_runner(options, jobs)
@@ -149,7 +167,7 @@ def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table
                            f"on {runner_name}")
                 with _progress(options, len(jobs)) as bar:
                     failed = 0
-                    for result in runner.run(jobs):
+                    for result in runner.run(longest_first(jobs)):
                         if result.fatal:  # e.g. a backend this machine cannot run: stop, leave all to redo
                             raise StreamFerError(result.error)
                         frames += result.frames
@@ -162,6 +180,10 @@ def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table
                             bar.set_postfix_str(f"{frames / elapsed:.1f} frames/s"
                                                 + (f", {failed} failed" if failed else ""), refresh=False)
                             bar.update(1)
+                # every video is done: the workers wind down (process exit, Ray's tasks) while this
+                # process writes the batch's files
+                runner.release()
+                seconds = write_batch_files()
     except KeyboardInterrupt:
         interrupted = True
         # the stopped workers' staging folders: hidden, and a rerun clears them, but leave a tidy folder
@@ -170,21 +192,22 @@ def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table
                 for staging in job.outputs.folder.glob(job.outputs.staging_glob):
                     shutil.rmtree(staging, ignore_errors=True)
     finally:
-        seconds = time.perf_counter() - t0
-        ordered = [rows[v.name] for v in videos]
-        write_table(table_path, ordered)
-        parts = [(r["video"], video_outputs(out_dir, bases[r["video"]]).parquet) for r in ordered
-                 if r["status"] == "done"]
-        if not parts:
-            dataset_path.unlink(missing_ok=True)  # no finished video: no dataset (an old one would be stale)
-        elif write_dataset(dataset_path, parts):
-            log.info("wrote %s (%d videos)", dataset_path, len(parts))
+        if not written:  # nothing to run, a failure or Ctrl-C: the files still say where the batch stands
+            seconds = write_batch_files()
+    ordered = [rows[v.name] for v in videos]
     counts = {status: sum(1 for r in ordered if r["status"] == status) for status in ("done", "failed", "pending")}
     return BatchReport(videos=len(videos), done=counts["done"], failed=counts["failed"], pending=counts["pending"],
                        ran=sum(1 for r in ordered if r.get("this_run") == "yes"), frames=frames, seconds=seconds,
                        runner=runner_name, table=table_path, dataset=dataset_path, log_path=log_path,
                        interrupted=interrupted,
                        failures=tuple((r["video"], r.get("error", "")) for r in ordered if r["status"] == "failed"))
+
+
+def longest_first(jobs: Sequence[VideoJob]) -> list[VideoJob]:
+    """The jobs by input size, largest first (a stand-in for the work a video needs, known without opening
+    it): the last videos to start are then short ones, so the workers finish close together instead of one
+    working alone on a long video at the end. Only the order of work changes: the table keeps input order."""
+    return sorted(jobs, key=lambda job: job.fingerprint.input_size, reverse=True)
 
 
 def _make_runner(options: BatchOptions, jobs: Sequence[VideoJob]):

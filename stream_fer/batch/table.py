@@ -61,6 +61,19 @@ def dataset_is_current(path: Path, parts: Sequence[tuple[str, Path]]) -> bool:
         return False
 
 
+def _repeated(text: str, count: int):
+    """A pyarrow string array of `count` times `text`, built from its buffers: pa.array() and pa.scalar() of
+    Python objects import pandas (half a second at the end of every batch, on its critical path)."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = text.encode()
+    offsets = np.arange(count + 1, dtype=np.int64) * len(data)
+    if offsets[-1] >= 2**31:  # beyond a string array's 32-bit offsets: the ordinary way
+        return pa.array([text] * count, pa.string())
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data * count))
+
+
 def write_dataset(path: Path, parts: Sequence[tuple[str, Path]]) -> bool:
     """One Parquet file of every part's rows, `video` first. The parts' schemas are unified (a column that
     one file lacks is null there), one row group per video, so memory stays at one video's rows.
@@ -81,8 +94,8 @@ def write_dataset(path: Path, parts: Sequence[tuple[str, Path]]) -> bool:
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for video, part in parts:
-                table = pq.read_table(part)
-                columns = [pa.array([video] * table.num_rows, pa.string())]
+                table = pq.ParquetFile(part).read()  # not read_table: it imports pyarrow.dataset (and pandas)
+                columns = [_repeated(video, table.num_rows)]
                 for field in schema:
                     if field.name == VIDEO_COLUMN:
                         continue

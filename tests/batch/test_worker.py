@@ -60,3 +60,21 @@ def test_a_lent_analyzer_serves_one_run_at_a_time_and_only_its_mode(tmp_path):
         stream_fer.analyze(SAMPLE_VIDEO, parquet=tmp_path / "c.parquet", analyzer=analyzer)
     with pytest.raises(StreamFerError, match="analyzer must be a stream_fer.Analyzer"):
         stream_fer.analyze(SAMPLE_VIDEO, parquet=tmp_path / "d.parquet", analyzer=object())
+
+
+def test_the_largest_videos_start_first_and_the_table_keeps_input_order(tmp_path):
+    """One worker, so the start times show the order of work: largest input first (a short video last
+    keeps the workers finishing together); batch.csv lists the videos in input order all the same."""
+    from batch_helpers import make_inputs, read_table, run_batch_cli
+
+    inputs = make_inputs(tmp_path / "in", good=["a_small.mp4", "b_large.mp4", "c_medium.mp4"])
+    with open(inputs / "b_large.mp4", "ab") as f:  # trailing bytes: a larger file, the same video
+        f.write(b"\0" * 200_000)
+    with open(inputs / "c_medium.mp4", "ab") as f:
+        f.write(b"\0" * 100_000)
+    out = tmp_path / "out"
+    proc = run_batch_cli(str(inputs), "--out-dir", str(out), "--workers", "1", "--max-frames", "2")
+    assert proc.returncode == 0, proc.stderr
+    table = read_table(out)
+    assert list(table) == ["a_small.mp4", "b_large.mp4", "c_medium.mp4"]
+    assert sorted(table, key=lambda v: table[v]["started"]) == ["b_large.mp4", "c_medium.mp4", "a_small.mp4"]
