@@ -49,9 +49,19 @@ def split_maps(split: FerSplit, cache: LandmarkCache, labels: np.ndarray | None 
     path = train_cache() / f"au_maps-{split.name}-{size}-{digest.hexdigest()[:12]}.npz"
     if path.exists():
         with np.load(path) as z:
-            return z["maps"], z["valid"]
+            return _finite(z["maps"], z["valid"])
     maps, valid = render_maps(points, found, labels, size)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")  # two evaluations may render at once
     np.savez_compressed(tmp, maps=maps, valid=valid)
     tmp.replace(path)
+    return _finite(maps, valid)
+
+
+def _finite(maps: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps with a non-finite pixel (degenerate landmarks: one FER+ training face has both eyes on one
+    point, so the blur width is 0) count as no map; one NaN in the loss would ruin every weight."""
+    bad = ~np.isfinite(maps).all(axis=(1, 2))
+    if bad.any():
+        maps, valid = maps.copy(), valid & ~bad
+        maps[bad] = 0
     return maps, valid
