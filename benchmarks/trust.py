@@ -7,7 +7,8 @@ the shipped ONNX engine), and how calibrated the probabilities are before and af
     python benchmarks/trust.py --video ../shared/videos/WolfgangLanger_Pexels.mp4 --figure docs/trust_timeline.png
 
 The trust model was fitted on the validation split only (`python -m train trust`); the test split is
-looked at here. AUROC: the chance that a random right prediction scores above a random wrong one.
+looked at here. AUROC: the chance that a random right prediction scores above a random wrong one; with
+95% bootstrap intervals (500 resamples of the faces) for each and for the trust score's gain over confidence.
 Expressive = predicted class is not neutral (the cosine exists only there). The last line is
 `trust: auroc cos C conf F score S, ece before E1 after E2` (test split, expressive predictions; ECE of the
 top probability over all predictions with a face).
@@ -108,6 +109,12 @@ def main(argv=None) -> int:
     for split, res in results.items():
         for kind in ("expressive", "neutral", "all"):
             print(_row(kind, split, res[kind]))
+    print("\n95% bootstrap intervals of the AUROCs (faces resampled; trust - conf paired on the same resamples):")
+    for split, res in results.items():
+        for kind in ("expressive", "neutral", "all"):
+            names = {"confidence": "conf", "trust_minus_confidence": "trust - conf"}
+            ci = ", ".join(f"{names.get(k, k)} [{a:.3f}, {b:.3f}]" for k, (a, b) in res[kind]["ci95"].items())
+            print(f"{split:<6} {kind:<11} {ci}")
     print("\ncalibration (all predictions with a face; ECE with 15 equal-width bins):")
     print(f"{'split':<6} {'coverage':>8} {'mean top p':>10} {'mean T-scaled':>13} {'accuracy':>8} "
           f"{'ECE before':>10} {'ECE after':>9} {'ECE trust':>9} {'NLL before':>10} {'NLL after':>9}")

@@ -189,3 +189,20 @@ def test_trust_columns_read_back_the_same_from_csv_jsonl_and_parquet(tmp_path):
         np.testing.assert_allclose(df["trust"].to_numpy(float), first["trust"].to_numpy(float), atol=1e-4)
         assert df["trust_reason"].fillna("-").tolist() == first["trust_reason"].fillna("-").tolist()
         assert not df["trust_reason"].eq("").fillna(False).any()  # nothing lowered it: null, never ""
+
+
+def test_bootstrap_intervals_bracket_the_auroc_and_pair_the_gain():
+    """The benchmark's 95% intervals: a perfect detector stays at 1, a useless one straddles 0.5, and the gain
+    of trust over confidence is paired (the same resamples), so an identical pair has exactly zero gain."""
+    from stream_fer.train.trust import bootstrap_intervals
+
+    rng = np.random.default_rng(1)
+    y = rng.random(400) < 0.85
+    noise = rng.random(400)
+    ci = bootstrap_intervals(y, {"confidence": y + 0.1 * noise, "trust": y + 0.1 * noise, "cosine": noise},
+                             resamples=100)
+    assert ci["confidence"] == pytest.approx([1.0, 1.0])
+    assert ci["cosine"][0] < 0.5 < ci["cosine"][1]
+    assert ci["trust_minus_confidence"] == pytest.approx([0.0, 0.0])
+    weaker = bootstrap_intervals(y, {"confidence": y + 0.1 * noise, "trust": y + 2.0 * noise}, resamples=100)
+    assert weaker["trust_minus_confidence"][1] < 0
