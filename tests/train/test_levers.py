@@ -104,3 +104,13 @@ def test_loss_falls_with_mixup_nnldl_and_a_teacher(tmp_path, small_splits, small
                  cache=small_cache)
     losses = [h["loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
+
+
+def test_a_training_map_with_a_nan_pixel_counts_as_no_map():
+    from stream_fer.train.au_targets import _finite
+
+    maps = np.ones((3, 4, 4), dtype=np.float16)
+    maps[1, 2, 2] = np.nan
+    fixed, valid = _finite(maps, np.array([True, True, False]))
+    assert valid.tolist() == [True, False, False]
+    assert np.isfinite(fixed).all() and fixed[0].sum() == 16
