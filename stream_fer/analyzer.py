@@ -137,6 +137,35 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
+class _InThread:
+    """A value made in a daemon thread: result() waits for it (and raises what making it raised); discard()
+    waits and closes what was made, for when the caller fails in the meantime."""
+
+    def __init__(self, make, name: str) -> None:
+        self._make = make
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._make()
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._value is not None:
+            self._value.close()
+
+
 class FrameAnalyzer:
     """Landmarks, classification, tracking, smoothing and rendering for a stream of frames."""
 
@@ -145,19 +174,21 @@ class FrameAnalyzer:
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
                  min_face: float = DEFAULT_MIN_FACE, trust: bool = True):
-        if engine is None:
-            from stream_fer.engines.select import load_engine
-
-            engine = load_engine()
         if max_faces < 1:
             raise ValueError("max_faces must be at least 1")
-        self.engine = engine
-        self.info = engine.info
-        self.class_names: tuple[str, ...] = tuple(engine.info.class_names)
-        unknown = [c for c in self.class_names if c not in EXPRESSION_AUS]
-        if unknown:
-            log.warning("model classes without an AU pattern (no AU map, no cosine): %s", ", ".join(unknown))
-        self.crop_size = int(engine.info.input_size)
+        # MediaPipe builds its graphs (about 0.3 s of start-up, native work that leaves the GIL free) in a thread
+        # while this one loads the engine; `engine` may also be a loader (a callable that returns one).
+        landmarker = _InThread(lambda: Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
+                                                  min_detection_confidence=min_detection_confidence,
+                                                  min_face=min_face), name="landmarker-load")
+        try:
+            self._set_engine(engine, trust)
+            self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
+            self.smoother = make_smoother(smoothing, smoothing_strength)
+            self.landmarker: Landmarker = landmarker.result()
+        except BaseException:
+            landmarker.discard()
+            raise
         self.overlays = overlays
         self.mode = mode
         self.max_faces = max_faces
@@ -166,17 +197,29 @@ class FrameAnalyzer:
         # flight instead of freeing the graph under it.
         self._landmarker_lock = threading.Lock()
         self.min_face = min_face  # px; faces down to this height are searched for (0: whole-frame pass only)
-        self.landmarker = Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
-                                     min_detection_confidence=min_detection_confidence, min_face=min_face)
-        self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
-        self.smoother = make_smoother(smoothing, smoothing_strength)
+        self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
+        log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(self.engine, "name", "?"),
+                  self.crop_size, self.info.map_size, self.smoother)
+
+    def _set_engine(self, engine, trust: bool) -> None:
+        """The engine (given, made by a loader, or the default one) and what depends on it."""
+        if engine is None:
+            from stream_fer.engines.select import load_engine
+
+            engine = load_engine()
+        elif callable(engine) and not hasattr(engine, "infer"):
+            engine = engine()
+        self.engine = engine
+        self.info = engine.info
+        self.class_names: tuple[str, ...] = tuple(engine.info.class_names)
+        unknown = [c for c in self.class_names if c not in EXPRESSION_AUS]
+        if unknown:
+            log.warning("model classes without an AU pattern (no AU map, no cosine): %s", ", ".join(unknown))
+        self.crop_size = int(engine.info.input_size)
         # trust=False skips the trust score and the mirrored crops' engine pass it needs (about one more
         # engine call per frame with faces).
         self.trust_model = (load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
                             if trust else None)
-        self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
-        log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(engine, "name", "?"),
-                  self.crop_size, engine.info.map_size, self.smoother)
 
     # --- stages -------------------------------------------------------------------------------------
 

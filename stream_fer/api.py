@@ -616,12 +616,14 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             frame_analyzer = analyzer._begin_run(mode)
             loaded = frame_analyzer.engine
         else:
-            loaded = _load_engine(engine, model, backend, threads, announce)
             from stream_fer.analyzer import FrameAnalyzer
 
-            frame_analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces,
+            # a loader: the engine loads while the analyzer builds its landmarker in a thread
+            frame_analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, announce),
+                                           landmarker_path=landmarker, max_faces=max_faces,
                                            smoothing=smoothing, smoothing_strength=smoothing_strength,
                                            overlays=options, mode=mode, min_face=min_face)
+            loaded = frame_analyzer.engine
     except BaseException:
         _discard(sinks)
         src.close()
@@ -674,10 +676,11 @@ class Analyzer:
         _check_analysis_options(max_faces, threads, smoothing, smoothing_strength)
         _check_min_face(min_face)
         options = overlay_options(overlays)
-        loaded = _load_engine(engine, model, backend, threads, None)
         from stream_fer.analyzer import FrameAnalyzer
 
-        self._analyzer = FrameAnalyzer(loaded, landmarker_path=landmarker, max_faces=max_faces,
+        # a loader: the engine loads while the analyzer builds its landmarker in a thread
+        self._analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, None),
+                                       landmarker_path=landmarker, max_faces=max_faces,
                                        smoothing=smoothing, smoothing_strength=smoothing_strength,
                                        overlays=options, mode=mode, min_face=min_face)
         self.mode = mode
