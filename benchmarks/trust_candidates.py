@@ -109,17 +109,16 @@ def _vote_win(probs: np.ndarray, pred: np.ndarray, voters: int = 10, draws: int 
     return out
 
 
-def candidate_table(out, spec: dict, model_dir: Path) -> tuple[dict, dict, np.ndarray, dict, np.ndarray, np.ndarray]:
+def candidate_table(out, spec: dict, mirror: np.ndarray, model_dir: Path
+                    ) -> tuple[dict, dict, np.ndarray, dict, np.ndarray, np.ndarray]:
     """({family: {candidate: (n,) or (n, d) values}}, {family: CPU ms per face}, right (n,), the base features,
     the rows of `out` and the predicted classes of the n expressive predictions)."""
     import cv2
 
     from stream_fer.engines.select import load_engine
-    from stream_fer.train.product_path import mirror_probs
     from stream_fer.train.trust import labelled_found, scaled, split_features
 
     timer = Timer()
-    mirror = mirror_probs(out, model_dir)
     sf = split_features(out, spec, mirror)
     ex = sf.kind == "expressive"
     rows = np.flatnonzero(labelled_found(out))[ex]
@@ -305,6 +304,33 @@ def added_auroc(core: np.ndarray, extra: np.ndarray, y: np.ndarray, base: float)
     return float(np.mean([cross_validated_auroc(x, y, seed=s) for s in SEEDS])) - base
 
 
+def averaged_label(out, mirror: np.ndarray) -> dict[str, dict[str, float]]:
+    """What if the label shown were the average of the crop's and the mirror's log-probabilities (the mirrored
+    pass is already run for the trust score, so it would cost nothing)? Accuracy, and how well the
+    confidence evidence (temperature refitted for that label) and the crop's and mirror's probabilities of
+    the label detect its errors (expressive predictions, 5-fold CV as above)."""
+    from stream_fer.train.trust import cross_validated_auroc, fit_temperature, labelled_found, scaled
+
+    keep = labelled_found(out)
+    labels, crop, mirrored = out.labels[keep], out.probs[keep], mirror[keep]
+    averaged = np.exp((np.log(np.clip(crop, 1e-12, 1)) + np.log(np.clip(mirrored, 1e-12, 1))) / 2)
+    averaged /= averaged.sum(axis=1, keepdims=True)
+    res = {}
+    for name, probs in (("crop (as shipped)", crop), ("crop + mirror averaged", averaged)):
+        t = fit_temperature(probs, labels)
+        q = scaled(probs, t)
+        pred, srt, r = q.argmax(1), np.sort(q, axis=1), np.arange(len(q))
+        ex = pred != 0
+        x = np.column_stack([srt[:, -1], srt[:, -1] - srt[:, -2], -(q * np.log(q + 1e-12)).sum(1),
+                             scaled(crop, t)[r, pred], scaled(mirrored, t)[r, pred]])[ex]
+        y = (pred == labels)[ex]
+        res[name] = {"accuracy": float((pred == labels).mean()), "expressive_accuracy": float(y.mean()),
+                     "auroc_confidence": float(np.mean([cross_validated_auroc(x[:, :3], y, seed=s) for s in SEEDS])),
+                     "auroc_confidence_crop_mirror": float(np.mean([cross_validated_auroc(x, y, seed=s)
+                                                                    for s in SEEDS]))}
+    return res
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=default_model_dir())
@@ -318,7 +344,7 @@ def main(argv=None) -> int:
     from sklearn.model_selection import StratifiedKFold
 
     from stream_fer.train.data import load_ferplus
-    from stream_fer.train.product_path import run_split
+    from stream_fer.train.product_path import mirror_probs, run_split
     from stream_fer.train.trust import _fit, cross_validated_auroc
 
     try:
@@ -328,7 +354,8 @@ def main(argv=None) -> int:
         print(f"trust candidates: {exc}", file=sys.stderr)
         return 2
     valid = run_split(splits["valid"], args.model_dir)
-    families, cost, y, base_features, rows, pred = candidate_table(valid, spec, args.model_dir)
+    mirror = mirror_probs(valid, args.model_dir)
+    families, cost, y, base_features, rows, pred = candidate_table(valid, spec, mirror, args.model_dir)
     core = np.column_stack([base_features[k] for k in CORE])
     base = float(np.mean([cross_validated_auroc(core, y, seed=s) for s in SEEDS]))
     conf_only = float(np.mean([cross_validated_auroc(core[:, :3], y, seed=s) for s in SEEDS]))
@@ -380,10 +407,16 @@ def main(argv=None) -> int:
         scores[te] = gbm.fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
     gbm_auc = float(roc_auc_score(y, scores))
     print(f"\ngradient boosting on every candidate and the base ({x.shape[1]} columns), 5-fold: {gbm_auc:.4f}")
+    averaged = averaged_label(valid, mirror)
+    print("\nif the label were the crop and mirror averaged (validation; AUROC: expressive, 5-fold):")
+    for name, r in averaged.items():
+        print(f"  {name:<24} accuracy {r['accuracy']:.4f} (expressive {r['expressive_accuracy']:.4f}), AUROC "
+              f"confidence {r['auroc_confidence']:.4f}, + crop's and mirror's {r['auroc_confidence_crop_mirror']:.4f}")
     if args.json:
         args.json.write_text(json.dumps({"n": len(y), "wrong": n_wrong, "confidence": conf_only, "base": base,
                                          "bootstrap_std": float(np.std(boots)), "candidates": results,
-                                         "cost_ms_per_face": cost, "gradient_boosting_all": gbm_auc}, indent=1) + "\n")
+                                         "cost_ms_per_face": cost, "gradient_boosting_all": gbm_auc,
+                                         "averaged_label": averaged}, indent=1) + "\n")
     print(f"trust candidates: base {base:.3f}, best added {best[1]:+.4f} ({best[0]}), "
           f"gradient boosting on all {gbm_auc:.3f}")
     return 0
