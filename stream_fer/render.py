@@ -154,6 +154,12 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     x, y = int(round(x + layer.dx)), int(round(y + layer.dy))
     h, w = layer.keep.shape[:2]
     H, W = canvas.shape[:2]
+    if layer.solid is None and x >= 0 and y >= 0 and x + w <= W and y + h <= H:  # the usual case, first
+        dst = canvas[y:y + h, x:x + w]
+        out = dst * layer.keep  # uint8 * float32 -> float32 in one pass
+        out += layer.add
+        np.copyto(dst, out, casting="unsafe")  # truncation; `add` carries the +0.5 that makes it rounding
+        return
     if layer.solid is not None and canvas.shape[2:] == (3,):
         s0, s1 = layer.solid
         y0, y1, x0, x1 = max(0, y + s0), min(H, y + s1), max(0, x), min(W, x + w)
@@ -253,7 +259,7 @@ class _Scale:
 
     @classmethod
     def for_face(cls, face_h: float, frame_h: int) -> _Scale:
-        font = float(np.clip(0.07 * face_h, max(13.0, frame_h / 56), max(14.0, frame_h / 30)))
+        font = float(min(max(0.07 * face_h, max(13.0, frame_h / 56)), max(14.0, frame_h / 30)))  # np.clip
         small = max(12, round(font * 0.82))
         line = max(1, round(font / 10))
         return cls(round(font), small, line, max(3, round(font * 0.35)))
@@ -368,7 +374,7 @@ def _draw_label(canvas: np.ndarray, face: FaceResult, box, scale: _Scale) -> tup
     y = box[1] - h - scale.line - 1
     if y < 0:
         y = min(box[3] + scale.line + 1, H - h)
-    x = int(np.clip(box[0], 0, max(0, W - w)))
+    x = int(min(max(box[0], 0), max(0, W - w)))
     fill_rounded(canvas, x, y, w, h, h // 3, colour, 0.92)
     cy = y + h / 2
     put_text(canvas, face.label, x + gap, cy, fs, DARK)
@@ -433,8 +439,9 @@ def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: 
     if with_bars:
         top = int(np.argmax(face.probs))
         bh = max(3, round(L.row * 0.4))
+        probs = np.asarray(face.probs).tolist()  # Python floats: scalar numpy calls cost more than the drawing
         for k, name in enumerate(class_names):
-            p = float(np.clip(face.probs[k], 0.0, 1.0))
+            p = min(max(probs[k], 0.0), 1.0)
             cy = yy + L.row / 2
             ink = TEXT if k == top else MUTED
             put_text(canvas, name, x + L.pad, cy, fs, ink)
@@ -451,7 +458,7 @@ def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: 
         ly = int(yy + L.pad / 2)
         cv2.line(canvas, (x + L.pad, ly), (right, ly), MUTED, 1, cv2.LINE_AA)
         yy += L.pad
-        t = float(np.clip(face.trust, 0.0, 1.0))
+        t = min(max(float(face.trust), 0.0), 1.0)
         cy = yy + L.row / 2
         put_text(canvas, "trust", x + L.pad, cy, fs, TEXT)
         bx, bh = x + L.pad + L.name_w + L.pad, max(3, round(L.row * 0.4))
