@@ -35,6 +35,9 @@ def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, m = c.shape
     if n == 0:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    if n == 1 and np.isfinite(c).all():  # one face or one track (the usual case): the cheapest pair, as below
+        j = int(np.argmin(c[0]))
+        return (np.array([j]), np.array([0])) if transposed else (np.array([0]), np.array([j]))
     inf = np.inf
     u = np.zeros(n + 1)
     v = np.zeros(m + 1)
