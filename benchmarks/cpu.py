@@ -23,6 +23,11 @@ of --repeats runs (default 3). The last line:
     cpu: video Rv x floor, data-only Rd x floor, 4 faces G x, first frame S s
 
     python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--append-results]
+
+--against DIR adds an A/B of code versions on the same machine at the same time: the floor, video and data-only
+runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
+`git archive COMMIT stream_fer engines | tar -x -C DIR && mv DIR/engines DIR/stream_fer/engines`), alternating
+with this tree's, and prints each figure's change.
 """
 
 from __future__ import annotations
@@ -92,10 +97,13 @@ class Run:
         return self.cpu / self.frames * 1000.0 if self.frames else float("nan")
 
 
-def run_process(cmd: list[str], frames_of) -> Run:
+def run_process(cmd: list[str], frames_of, pythonpath: Path | None = None) -> Run:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if pythonpath is not None:  # another version of the code (--against)
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     c0, t0 = _children_cpu(), time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    # run from the other tree with --against: `python -c` puts its working directory first on sys.path
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=pythonpath or REPO_ROOT)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
@@ -171,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-faces", action="store_true", help="leave out the 1- vs 4-face runs")
     parser.add_argument("--append-results", action="store_true", help="append a section to benchmarks/RESULTS.md")
     parser.add_argument("--label", default="", help="a note for the results section (e.g. 'before')")
+    parser.add_argument("--against", type=Path, help="also run floor, video and data only with this tree's "
+                                                     "stream_fer first on PYTHONPATH (an A/B of code versions)")
     args = parser.parse_args(argv)
     if not args.video.exists():
         raise SystemExit(f"no video at {args.video}")
@@ -190,9 +200,22 @@ def main(argv=None) -> int:
             cmd = (floor_cmd(four, faces, None) if name.startswith("floor")
                    else product_cmd(four, tmp, csv=False, max_faces=faces, max_frames=None))
             kinds[name] = (cmd, _floor_result if name.startswith("floor") else _product_result)
-    runs: dict[str, list[Run]] = {k: [] for k in kinds}
+    against = {}
+    if args.against:
+        if not (args.against / "stream_fer" / "__init__.py").exists():
+            raise SystemExit(f"--against: no stream_fer package in {args.against}")
+        against = {f"{k} (against)": v for k, v in kinds.items() if k in ("floor", "video", "data")}
+    runs: dict[str, list[Run]] = {k: [] for k in {**kinds, **against}}
     for rep in range(args.repeats):
         for name, (cmd, parse) in kinds.items():  # alternating: floor, video, data, first, ... each round
+            if name in ("floor", "video", "data") and against:  # the other version right beside, sides swapped
+                pair = [(f"{name} (against)", args.against), (name, None)]  # in turn each round
+                for run_name, path in (pair if rep % 2 == 0 else pair[::-1]):
+                    r = run_process(cmd, parse, path)
+                    runs[run_name].append(r)
+                    print(f"  round {rep + 1} {run_name:<17} {r.frames:4d} frames  cpu {r.cpu_ms:6.1f} ms/frame  "
+                          f"wall {r.wall:6.2f} s  {r.fps:6.1f} fps", flush=True)
+                continue
             r = run_process(cmd, parse)
             runs[name].append(r)
             print(f"  round {rep + 1} {name:<9} {r.frames:4d} frames  cpu {r.cpu_ms:6.1f} ms/frame  "
@@ -222,6 +245,11 @@ def main(argv=None) -> int:
                      f"{med['floor 1f'].cpu_ms:.1f} and {med['floor 4f'].cpu_ms:.1f} ms/frame")
     summary = (f"cpu: video {rv:.2f} x floor, data-only {rd:.2f} x floor, 4 faces {growth:.2f} x, "
                f"first frame {first:.2f} s")
+    if against:
+        for name in ("floor", "video", "data"):
+            b, a = med[f"{name} (against)"].cpu_ms, med[name].cpu_ms
+            lines.append(f"A/B {name}: {b:.1f} ms CPU/frame with {args.against}, {a:.1f} with this tree "
+                         f"({100 * (a / b - 1):+.1f}%)")
     for line in lines:
         print(line)
     print(summary)
