@@ -7,6 +7,7 @@ imports (torch, gradio, onnxruntime) happen inside the handlers so `stream-fer -
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -66,7 +67,19 @@ def _with_default_command(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    """The program (argv None: sys.argv, the process's own command line) or one command in this process."""
+    if argv is not None:
+        return _main(argv)
+    try:
+        return _main(sys.argv[1:])
+    finally:
+        # The process ends next, every output already closed: without this, the interpreter's final collections
+        # walk every object MediaPipe, OpenCV and ONNX Runtime left (about 0.15 s of CPU at each exit).
+        gc.freeze()
+
+
+def _main(argv: list[str]) -> int:
+    argv = _with_default_command(list(argv))
     if argv[:1] == ["train"]:  # the training CLI parses its own arguments, --help included
         from stream_fer.commands.train import run_training
 

@@ -224,3 +224,32 @@ print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_onnx_runtime_starts_without_its_usage_telemetry(onnx_engine):
+    """ONNX Runtime 1.32 records sessions into a local telemetry database for upload and waits for its uploader
+    at exit; the engine turns that off before onnxruntime loads (a user's own ORT_DISABLE_TELEMETRY wins)."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import os
+from stream_fer.engines.select import load_engine
+engine = load_engine({str(onnx_engine.model_dir)!r}, backend="onnxruntime")
+engine.infer(__import__("numpy").zeros((1, 48, 48), "uint8"))
+links = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        links.append(os.readlink(f"/proc/self/fd/{{fd}}"))
+    except OSError:
+        pass
+assert not [p for p in links if "onnxruntime.db" in p], links
+print(os.environ["ORT_DISABLE_TELEMETRY"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "1", proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", code.replace("assert not", "assert True or")], capture_output=True,
+                          text=True, timeout=120, env={**env, "ORT_DISABLE_TELEMETRY": "0"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
