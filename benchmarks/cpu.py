@@ -73,6 +73,8 @@ with Landmarker(None, mode="video", max_faces=max_faces, **options) as lm, FileS
             break
     t1 = time.perf_counter()
 print(json.dumps({"frames": n, "faces": faces, "fps": (n - 1) / (t1 - t0) if n > 1 else 0.0, "first_s": first}))
+import gc
+gc.freeze()  # the exit without the interpreter's final collections, as the stream-fer program exits
 """
 
 
