@@ -2,8 +2,9 @@
 same batch of 8 or more videos made from the shared clips (copies, so every run reads the same bytes): by
 default the five clips (the four shared ones and the shipped sample) in turn, whole: 16 videos, 2784 frames,
 about half a minute on the pool of a 2-core machine, so that the batch's fixed costs (starting the workers:
-about 2 s; writing the combined dataset at the end) are not most of what is measured. Workers run one video per core (the sequential
-pipeline, one thread per library), so a worker's CPU per wall second is about 1 on an idle machine.
+about 2 s; writing the combined dataset at the end) are not most of what is measured. Workers run one video
+per core (the sequential pipeline, one thread per library), so a worker's CPU per wall second is about 1 on
+an idle machine.
 
 For each configuration, through the real CLI in a subprocess (a fresh output folder each time):
 
