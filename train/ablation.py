@@ -37,7 +37,8 @@ def markdown(rows: list[dict]) -> str:
     def lever_text(levers: dict) -> str:
         parts = [f"lambda {levers['lam']:g}", f"{levers['epochs']} ep, lr {levers['lr']:g}"]
         if levers.get("init_from"):
-            parts.append(f"from {Path(levers['init_from']).parent.name or levers['init_from']}")
+            init = Path(levers["init_from"])  # a run's last.pt / best.pt is named by its run folder
+            parts.append(f"from {init.parent.name if init.stem in ('last', 'best') else init.stem}")
         if levers.get("ema_decay"):
             parts.append(f"EMA {levers['ema_decay']:g}")
         if levers.get("mixup"):
