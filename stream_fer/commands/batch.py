@@ -113,8 +113,9 @@ def _batch(args: argparse.Namespace) -> int:
     if report.failed:
         for video, error in report.failures[:5]:
             print(f"  failed: {video}: {error}", file=sys.stderr)
-        more = f" (and {report.failed - 5} more)" if report.failed > 5 else ""
-        print(f"stream-fer: error: {report.failed} of {videos_text(report.videos)} failed{more}; see {report.table}, "
+        if report.failed > 5:  # the errors listed above are the first five
+            print(f"  ... and {report.failed - 5} more failed", file=sys.stderr)
+        print(f"stream-fer: error: {report.failed} of {videos_text(report.videos)} failed; see {report.table}, "
               f"tracebacks in {report.log_path}", file=sys.stderr)
         return 1
     return 0
