@@ -145,6 +145,69 @@ def _quantiles(a: np.ndarray, qs: Sequence[float]) -> list[float]:
     return [float(np.interp(q * (len(s) - 1), np.arange(len(s)), s)) for q in qs]
 
 
+class _Tally:
+    """What both runners measure and check for one run: per-stage stopwatches, the source's reads, the
+    sinks' writes, capture -> written latencies, frame and face counts; `deliver` writes one frame's output
+    to the sinks (in order for files), `stats` makes the run's PipelineStats."""
+
+    def __init__(self, stages: Sequence[Stage], sinks: Sequence, live: bool,
+                 on_frame: Callable[[Frame, Any], None] | None, count_faces: Callable[[Any], int] | None) -> None:
+        self.watches = {s.name: _Stopwatch() for s in stages}
+        self.read_watch = _Stopwatch()  # the source's decode (and, for live sources, waiting for a frame)
+        self.write_watch = _Stopwatch()
+        self.e2e = array("d")
+        self.counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
+        self.first: float | None = None
+        self.last: float | None = None
+        self._stages, self._sinks, self._live = stages, sinks, live
+        self._on_frame, self._count_faces = on_frame, count_faces
+        self._last_index = -1
+
+    def frame_in(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+        self.counts["in"] += 1
+
+    def deliver(self, frame: Frame, value) -> None:
+        result, annotated = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
+        self.e2e.append((time.monotonic() - frame.capture_time) * 1000.0)
+        if not self._live and frame.index <= self._last_index:
+            raise RuntimeError(f"frame {frame.index} left the pipeline after frame {self._last_index}")
+        self._last_index = frame.index
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for sink in self._sinks:
+            sink.write(frame, result, annotated)
+        self.write_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
+        self.counts["out"] += 1
+        n = self._count_faces(result) if self._count_faces else len(getattr(result, "faces", ()) or ())
+        self.counts["faces"] += n
+        self.counts["with_faces"] += n > 0
+        self.last = time.monotonic()
+        if self._on_frame is not None:
+            self._on_frame(frame, result)
+
+    def check_complete(self) -> None:
+        """A file's every frame read was written (live sources drop by design)."""
+        if not self._live and self.counts["out"] != self.counts["in"]:
+            raise RuntimeError(f"the pipeline lost frames: read {self.counts['in']}, wrote {self.counts['out']}")
+
+    def stats(self, source: Source, interrupted: bool) -> PipelineStats:
+        counts = self.counts
+        lat = np.frombuffer(self.e2e, dtype=np.float64) if len(self.e2e) else None
+        info = getattr(source, "info", None)
+        return PipelineStats(
+            frames_in=counts["in"], frames_out=counts["out"], faces=counts["faces"],
+            frames_with_faces=counts["with_faces"], dropped=int(getattr(source, "dropped", 0) or 0),
+            wall_s=(self.last - self.first) if self.first is not None and self.last is not None else 0.0,
+            stages=tuple(self.watches[s.name].stats(s.name) for s in self._stages)
+            + (self.write_watch.stats("write"),),
+            latency_median_ms=None if lat is None else _quantiles(lat, (0.5,))[0],
+            latency_p95_ms=None if lat is None else _quantiles(lat, (0.95,))[0],
+            interrupted=interrupted, source=getattr(info, "description", "") if info else "",
+            extra={"latencies_ms": lat, "read": self.read_watch.stats("read")},
+        )
+
+
 class _Run:
     """The shared state of one run: the abort flag and the first error."""
 
@@ -192,12 +255,8 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
     size = queue_size or (1 if live else 4)
     queues = [queue.Queue(maxsize=size) for _ in range(len(stages) + 1)]
     run = _Run()
-    watches = {s.name: _Stopwatch() for s in stages}
-    write_watch = _Stopwatch()
-    read_watch = _Stopwatch()  # the source's decode (and, for live sources, waiting for a frame)
-    e2e = array("d")
-    counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
-    times = {"first": None, "last": None}
+    tally = _Tally(stages, sinks, live, on_frame, count_faces)
+    counts = tally.counts
     draining = threading.Event()
 
     def source_loop() -> None:
@@ -209,12 +268,10 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
                 frame = next(frames, None)
                 if frame is None:
                     break
-                read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
+                tally.read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
                 if run.abort.is_set():
                     return
-                if times["first"] is None:
-                    times["first"] = time.monotonic()
-                counts["in"] += 1
+                tally.frame_in()
                 if not run.put(out, _Work(frame)):
                     return
                 if max_frames is not None and counts["in"] >= max_frames:
@@ -228,7 +285,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         run.put(out, _END)
 
     def stage_loop(stage: Stage, inq: queue.Queue, outq: queue.Queue) -> None:
-        watch = watches[stage.name]
+        watch = tally.watches[stage.name]
         try:
             while True:
                 work = run.get(inq)
@@ -245,30 +302,12 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         run.put(outq, _END)
 
     def sink_loop(inq: queue.Queue) -> None:
-        last_index = -1
         try:
             while True:
                 work = run.get(inq)
                 if work is _END:
                     break
-                value = work.value
-                result, annotated = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
-                rendered = time.monotonic()
-                e2e.append((rendered - work.frame.capture_time) * 1000.0)
-                if not live and work.frame.index <= last_index:
-                    raise RuntimeError(f"frame {work.frame.index} left the pipeline after frame {last_index}")
-                last_index = work.frame.index
-                t0, c0 = time.perf_counter(), time.thread_time()
-                for sink in sinks:
-                    sink.write(work.frame, result, annotated)
-                write_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
-                counts["out"] += 1
-                n = count_faces(result) if count_faces else len(getattr(result, "faces", ()) or ())
-                counts["faces"] += n
-                counts["with_faces"] += n > 0
-                times["last"] = time.monotonic()
-                if on_frame is not None:
-                    on_frame(work.frame, result)
+                tally.deliver(work.frame, work.value)
         except BaseException as exc:
             run.fail(exc)
         finally:  # in this thread, the only one that writes to the sinks: flush and finalise them
@@ -336,21 +375,9 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
         raise run.source_error
     if close_errors:
         raise close_errors[0]
-    if not interrupted and not live and counts["out"] != counts["in"]:
-        raise RuntimeError(f"the pipeline lost frames: read {counts['in']}, wrote {counts['out']}")
-    wall = (times["last"] - times["first"]) if times["first"] and times["last"] else 0.0
-    lat = np.frombuffer(e2e, dtype=np.float64) if len(e2e) else None
-    stage_stats = tuple(watches[s.name].stats(s.name) for s in stages) + (write_watch.stats("write"),)
-    info = getattr(source, "info", None)
-    return PipelineStats(
-        frames_in=counts["in"], frames_out=counts["out"], faces=counts["faces"],
-        frames_with_faces=counts["with_faces"], dropped=int(getattr(source, "dropped", 0) or 0), wall_s=wall,
-        stages=stage_stats,
-        latency_median_ms=None if lat is None else _quantiles(lat, (0.5,))[0],
-        latency_p95_ms=None if lat is None else _quantiles(lat, (0.95,))[0],
-        interrupted=interrupted, source=getattr(info, "description", "") if info else "",
-        extra={"latencies_ms": lat, "read": read_watch.stats("read")},
-    )
+    if not interrupted:
+        tally.check_complete()
+    return tally.stats(source, interrupted)
 
 
 def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_frames: int | None = None,
@@ -364,12 +391,8 @@ def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, 
     it). It uses one core: for batch workers, which run one video per core (threads would only contend
     there). `queue_size` is accepted for the same signature and unused (there are no queues)."""
     del queue_size
-    live = bool(getattr(source, "live", False))
-    watches = {s.name: _Stopwatch() for s in stages}
-    write_watch, read_watch = _Stopwatch(), _Stopwatch()
-    e2e = array("d")
-    counts = {"in": 0, "out": 0, "faces": 0, "with_faces": 0}
-    first = last = None
+    tally = _Tally(stages, sinks, bool(getattr(source, "live", False)), on_frame, count_faces)
+    counts = tally.counts
     error: BaseException | None = None
     source_error: BaseException | None = None
     interrupts = [0]
@@ -385,7 +408,6 @@ def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, 
     with _sigint_calls(interrupt), _opencv_single_threaded():
         try:
             frames = iter(source)
-            last_index = -1
             while interrupts[0] == 0 and (max_frames is None or counts["in"] < max_frames):
                 try:
                     t0, c0 = time.perf_counter(), time.thread_time()
@@ -397,33 +419,16 @@ def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, 
                     break
                 if frame is None:
                     break
-                read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
-                if first is None:
-                    first = time.monotonic()
-                counts["in"] += 1
+                tally.read_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
+                tally.frame_in()
                 value = None
                 for stage in stages:
                     t0, c0 = time.perf_counter(), time.thread_time()
                     value = stage.fn(frame, value)
-                    watches[stage.name].add(time.perf_counter() - t0, time.thread_time() - c0)
+                    tally.watches[stage.name].add(time.perf_counter() - t0, time.thread_time() - c0)
                 if interrupts[0] > 1:  # the second Ctrl-C came during this frame: abandon it
                     break
-                result, annotated = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
-                e2e.append((time.monotonic() - frame.capture_time) * 1000.0)
-                if not live and frame.index <= last_index:
-                    raise RuntimeError(f"frame {frame.index} left the pipeline after frame {last_index}")
-                last_index = frame.index
-                t0, c0 = time.perf_counter(), time.thread_time()
-                for sink in sinks:
-                    sink.write(frame, result, annotated)
-                write_watch.add(time.perf_counter() - t0, time.thread_time() - c0)
-                counts["out"] += 1
-                n = count_faces(result) if count_faces else len(getattr(result, "faces", ()) or ())
-                counts["faces"] += n
-                counts["with_faces"] += n > 0
-                last = time.monotonic()
-                if on_frame is not None:
-                    on_frame(frame, result)
+                tally.deliver(frame, value)
                 if bar is not None:
                     bar.update(1)
         except KeyboardInterrupt:  # where no handler could be installed: the frame in hand is abandoned
@@ -443,21 +448,9 @@ def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, 
         raise source_error
     if close_errors:
         raise close_errors[0]
-    abandoned = interrupts[0] > 1
-    if not abandoned and not live and counts["out"] != counts["in"]:
-        raise RuntimeError(f"the pipeline lost frames: read {counts['in']}, wrote {counts['out']}")
-    lat = np.frombuffer(e2e, dtype=np.float64) if len(e2e) else None
-    info = getattr(source, "info", None)
-    return PipelineStats(
-        frames_in=counts["in"], frames_out=counts["out"], faces=counts["faces"],
-        frames_with_faces=counts["with_faces"], dropped=int(getattr(source, "dropped", 0) or 0),
-        wall_s=(last - first) if first is not None and last is not None else 0.0,
-        stages=tuple(watches[s.name].stats(s.name) for s in stages) + (write_watch.stats("write"),),
-        latency_median_ms=None if lat is None else _quantiles(lat, (0.5,))[0],
-        latency_p95_ms=None if lat is None else _quantiles(lat, (0.95,))[0],
-        interrupted=interrupted, source=getattr(info, "description", "") if info else "",
-        extra={"latencies_ms": lat, "read": read_watch.stats("read")},
-    )
+    if interrupts[0] <= 1:  # a second Ctrl-C abandoned the frame in hand
+        tally.check_complete()
+    return tally.stats(source, interrupted)
 
 
 # How run_pipeline runs the stages: "threaded" overlaps them on the cores (the default: one video as fast as
