@@ -49,12 +49,13 @@ def markdown(rows: list[dict]) -> str:
             parts.append(f"KD from {Path(levers['distill_from']).stem}")
         return ", ".join(parts)
 
-    lines = ["| run | recipe | epochs done | best epoch | valid acc | valid acc, raw weights | valid ATT-cos | s/epoch |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | recipe | epochs done | best epoch | valid acc | valid acc, raw weights | valid ATT-cos "
+             "| s/epoch |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         raw = f"{100 * r['val_accuracy_raw']:.2f}% (ep {r['raw_best_epoch']})" if "val_accuracy_raw" in r else "-"
         lines.append(f"| {r['run']} | {lever_text(r['levers'])} | {r['epochs_done']} | {r['best_epoch']} | "
-                     f"{100 * r['val_accuracy']:.2f}% | {raw} | {r['val_att_cos']:.3f} | {r['seconds_per_epoch']:.0f} |")
+                     f"{100 * r['val_accuracy']:.2f}% | {raw} | {r['val_att_cos']:.3f} | "
+                     f"{r['seconds_per_epoch']:.0f} |")
     return "\n".join(lines)
 
 

@@ -15,12 +15,17 @@ FORMAT = "stream-fer-checkpoint"
 VERSION = 1
 
 
+def cpu_state(model: torch.nn.Module) -> dict:
+    """The module's weights and buffers, detached, on the CPU (what a checkpoint stores)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: Path, model: AUNet, **extra) -> Path:
     """Atomic save of {format, version, config, model state, **extra}."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),
-             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+             "model": cpu_state(model), **extra}
     tmp = path.with_name(path.name + ".part")
     torch.save(state, tmp)
     os.replace(tmp, path)

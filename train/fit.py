@@ -18,7 +18,7 @@ import torch
 
 from stream_fer.train.au_targets import split_maps
 from stream_fer.train.augment import AugmentConfig, augment_batch
-from stream_fer.train.checkpoint import load_model, read_checkpoint, save_checkpoint
+from stream_fer.train.checkpoint import cpu_state, load_model, read_checkpoint, save_checkpoint
 from stream_fer.train.data import class_counts, load_ferplus
 from stream_fer.train.landmarks import load_cache
 from stream_fer.train.levers import distillation_loss, kl_to, make_ema, mixup, nnldl_targets
@@ -117,8 +117,9 @@ def load_teacher(path: str, device):
     return teacher
 
 
-def _to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    x = x.to(dev)
+def _model_input(images: torch.Tensor, config: ModelConfig, dev: torch.device) -> torch.Tensor:
+    """[0, 1] images normalised as `config`'s network expects, on `dev` (channels-last on CPU)."""
+    x = ((images - config.mean) / config.std).to(dev)
     return x.contiguous(memory_format=torch.channels_last) if dev.type == "cpu" else x
 
 
@@ -231,7 +232,7 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
             if cfg.mixup:
                 images, maps, targets, valid, weights = mixup(
                     images, maps, targets, valid, weights, cfg.mixup, np.random.default_rng([cfg.seed, step]))
-            x = _to_device((images - model_cfg.mean) / model_cfg.std, dev)
+            x = _model_input(images, model_cfg, dev)
             with torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
                 logits, attention, _, pooled = model.heads(model.features(x))
             logits = logits.float()
@@ -242,8 +243,7 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
                 loss = loss + cfg.nnldl_weight * kl_to(nnldl_targets(pooled, logits.softmax(1), cfg.nnldl_k), logits)
             if teacher is not None:
                 with torch.no_grad(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
-                    t_cfg = teacher.config
-                    teacher_logits = teacher(_to_device((images - t_cfg.mean) / t_cfg.std, dev))[0].float()
+                    teacher_logits = teacher(_model_input(images, teacher.config, dev))[0].float()
                 loss = loss + cfg.distill_weight * distillation_loss(logits, teacher_logits, cfg.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -272,8 +272,7 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
             best = record["val_accuracy"]
             save_checkpoint(run_dir / "best.pt", kept, epoch=epoch + 1, metrics=json.dumps(record),
                             fit_config=asdict(cfg))
-        extra = {} if ema is None else {"ema": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()},
-                                        "ema_n": int(ema.n_averaged)}
+        extra = {} if ema is None else {"ema": cpu_state(ema.module), "ema_n": int(ema.n_averaged)}
         save_checkpoint(last, model, epoch=epoch, optimizer=optimizer.state_dict(), generator=generator.get_state(),
                         torch_rng=torch.get_rng_state(), history=json.dumps(history), best=best, fit_config=asdict(cfg),
                         **extra)

@@ -49,7 +49,7 @@ class AppHandlers:
         self.visitors = Visitors(config.max_sessions, config.session_idle_s)
         self.images = ImagePool(factory, keep=config.image_analyzers)
         self._rtsp_tokens: dict[str, str] = {}  # watch token -> visitor (the drawn RTSP view)
-        self._tokens_lock = threading.Lock()
+        self._tokens_lock = threading.Lock()  # guards both dicts (handlers run in several threads)
         # visitor -> the last stopped stream's final status line: a status poll already queued when Stop was
         # clicked answers with it instead of overwriting "Stopped ..." with "Not started." (a few, newest kept)
         self._rtsp_final: dict[str, str] = {}
@@ -133,7 +133,8 @@ class AppHandlers:
         from stream_fer.app.jobs import RtspSession
 
         self.visitors.end(visitor, "rtsp")
-        self._rtsp_final.pop(visitor, None)
+        with self._tokens_lock:
+            self._rtsp_final.pop(visitor, None)
         settings = AnalysisSettings.from_controls(backend, max_faces, smoothing, strength, overlays)
         stream = RtspSession(url, self.factory, settings)  # checks the URL before anything connects
 
@@ -167,7 +168,8 @@ class AppHandlers:
         """(status line, still running) of the visitor's stream, for the page's status timer."""
         session = self.visitors.peek(visitor, "rtsp")
         if session is None:
-            return self._rtsp_final.get(visitor, "Not started."), False
+            with self._tokens_lock:
+                return self._rtsp_final.get(visitor, "Not started."), False
         self.visitors.touch(visitor)
         return session.status(), session.running
 
@@ -178,9 +180,10 @@ class AppHandlers:
             return "Not started."
         session.stop()
         status = session.status()
-        self._rtsp_final[visitor] = status
-        while len(self._rtsp_final) > 64:
-            self._rtsp_final.pop(next(iter(self._rtsp_final)))
+        with self._tokens_lock:
+            self._rtsp_final[visitor] = status
+            while len(self._rtsp_final) > 64:
+                self._rtsp_final.pop(next(iter(self._rtsp_final)))
         self.visitors.end(visitor, "rtsp")
         return status
 
