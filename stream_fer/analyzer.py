@@ -34,7 +34,7 @@ from stream_fer.face.alignment import apply_affine
 from stream_fer.face.au_maps import map_from_masks, region_mask_stack
 from stream_fer.face.geometry import face_frame
 from stream_fer.frames import FaceResult, Frame, FrameResult
-from stream_fer.landmarks import FaceLandmarks, Landmarker
+from stream_fer.landmarks import FaceLandmarks, Landmarker, LandmarkerLoad
 from stream_fer.render import OverlayOptions, render_frame
 from stream_fer.smoothing import make_smoother
 from stream_fer.tracking import FaceTracker
@@ -137,35 +137,6 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
-class _InThread:
-    """A value made in a daemon thread: result() waits for it (and raises what making it raised); discard()
-    waits and closes what was made, for when the caller fails in the meantime."""
-
-    def __init__(self, make, name: str) -> None:
-        self._make = make
-        self._value = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._make()
-        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread)
-            self._error = exc
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def discard(self) -> None:
-        self._thread.join()
-        if self._value is not None:
-            self._value.close()
-
-
 class FrameAnalyzer:
     """Landmarks, classification, tracking, smoothing and rendering for a stream of frames."""
 
@@ -173,14 +144,16 @@ class FrameAnalyzer:
                  smoothing: str = "ema", smoothing_strength: float = 0.6,
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
-                 min_face: float = DEFAULT_MIN_FACE, trust: bool = True):
+                 min_face: float = DEFAULT_MIN_FACE, trust: bool = True,
+                 landmarker_load: LandmarkerLoad | None = None):
         if max_faces < 1:
             raise ValueError("max_faces must be at least 1")
         # MediaPipe builds its graphs (about 0.3 s of start-up, native work that leaves the GIL free) in a thread
         # while this one loads the engine; `engine` may also be a loader (a callable that returns one).
-        landmarker = _InThread(lambda: Landmarker(landmarker_path, mode=mode, max_faces=max_faces,
-                                                  min_detection_confidence=min_detection_confidence,
-                                                  min_face=min_face), name="landmarker-load")
+        # `landmarker_load`: one already being built (analyze() starts it before opening the input); used when
+        # its settings are these, else abandoned.
+        landmarker = LandmarkerLoad.reuse(landmarker_load, landmarker_path, mode=mode, max_faces=max_faces,
+                                          min_detection_confidence=min_detection_confidence, min_face=min_face)
         try:
             self._set_engine(engine, trust)
             self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)

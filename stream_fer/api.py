@@ -170,6 +170,25 @@ class _ArraySource(Source):
             index += 1
 
 
+def _early_landmarker(source: Any, landmarker, max_faces: int, min_face: float):
+    """A LandmarkerLoad started before the input is opened, in the mode its name tells (video unless an image
+    file or one image array; the analyzer rebuilds it on a wrong guess); None for a path that is not a file,
+    whose error comes first."""
+    from stream_fer.landmarks import LandmarkerLoad
+    from stream_fer.sources import IMAGE_SUFFIXES
+
+    mode = "video"
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        if "://" not in text and not text.isdigit():
+            if not Path(text).is_file():
+                return None
+            mode = "image" if Path(text).suffix.lower() in IMAGE_SUFFIXES else "video"
+    elif isinstance(source, np.ndarray) and source.ndim == 3:
+        mode = "image"
+    return LandmarkerLoad(landmarker, mode=mode, max_faces=max_faces, min_face=min_face)
+
+
 def _open_source(source: Any, fps: float | None, reconnect: int, decode_threads: bool = True) -> Source:
     """The opened Source for what analyze() was given; decode_threads=False decodes a video file in the
     calling thread (the sequential pipeline's one core)."""
@@ -601,8 +620,15 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
         if paths["report"].suffix.lower() not in (".html", ".htm"):
             raise StreamFerError(f"the report is an HTML file: name it .html, not {paths['report'].name}")
         require_matplotlib()
-    options = overlay_options(overlays)
-    src = _open_source(source, fps, reconnect, decode_threads=pipeline != "sequential")
+    # MediaPipe builds its graphs while the input opens and the engine loads: start-up overlaps
+    early = _early_landmarker(source, landmarker, max_faces, min_face) if analyzer is None else None
+    try:
+        options = overlay_options(overlays)
+        src = _open_source(source, fps, reconnect, decode_threads=pipeline != "sequential")
+    except BaseException:
+        if early is not None:
+            early.abandon()
+        raise
     info = src.info
     from stream_fer.records import to_row
     from stream_fer.results import ParquetSink, RowsMemo
@@ -622,9 +648,12 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             frame_analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, announce),
                                            landmarker_path=landmarker, max_faces=max_faces,
                                            smoothing=smoothing, smoothing_strength=smoothing_strength,
-                                           overlays=options, mode=mode, min_face=min_face)
+                                           overlays=options, mode=mode, min_face=min_face, landmarker_load=early)
+            early = None  # the analyzer owns it now
             loaded = frame_analyzer.engine
     except BaseException:
+        if early is not None:
+            early.abandon()
         _discard(sinks)
         src.close()
         raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_fer.errors import StreamFerError
+from stream_fer.in_thread import InThread
 from stream_fer.model_files import resolve_landmarker
 
 log = logging.getLogger(__name__)
@@ -337,3 +338,28 @@ class Landmarker:
             self.close()
         except Exception:
             pass
+
+
+def _load_key(model_path=None, mode: str = "image", max_faces: int = 1, min_detection_confidence: float = 0.5,
+              min_face: float = 0) -> tuple:
+    return None if model_path is None else str(model_path), mode, int(max_faces), float(min_detection_confidence), \
+        float(min_face)
+
+
+class LandmarkerLoad(InThread):
+    """A Landmarker being built in a daemon thread (MediaPipe's import and graph set-up, about 0.3 s, mostly
+    native work that leaves the GIL free), so the caller can open its input and load its engine meanwhile.
+    Arguments as Landmarker's."""
+
+    def __init__(self, model_path=None, **settings) -> None:
+        self.key = _load_key(model_path, **settings)
+        super().__init__(lambda: Landmarker(model_path, **settings), name="landmarker-load")
+
+    @classmethod
+    def reuse(cls, started: LandmarkerLoad | None, model_path=None, **settings) -> LandmarkerLoad:
+        """`started` if it was started with these settings; else a new load, and `started` is abandoned."""
+        if started is not None and started.key == _load_key(model_path, **settings):
+            return started
+        if started is not None:
+            started.abandon()
+        return cls(model_path, **settings)

@@ -202,6 +202,28 @@ def test_image_mode_and_no_overlays(onnx_engine, landmarker_model, smile, make_f
         np.testing.assert_array_equal(result.faces[0].probs, result.faces[0].raw_probs)
 
 
+def test_a_landmarker_started_early_is_used_when_its_settings_match(onnx_engine, landmarker_model):
+    """analyze() starts MediaPipe's set-up before it opens the input: the analyzer takes that landmarker
+    when it was started with the analyzer's settings, and otherwise builds its own and closes that one."""
+    import time
+
+    from stream_fer.discovery import DEFAULT_MIN_FACE
+    from stream_fer.landmarks import LandmarkerLoad
+
+    settings = {"mode": "video", "max_faces": 2, "min_face": DEFAULT_MIN_FACE}
+    early = LandmarkerLoad(landmarker_model, **settings)
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, landmarker_load=early, **settings) as a:
+        assert a.landmarker is early.result()
+    wrong = LandmarkerLoad(landmarker_model, **{**settings, "mode": "image"})
+    made = wrong.result()
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, landmarker_load=wrong, **settings) as a:
+        assert a.landmarker is not made and a.landmarker.mode == "video"
+        deadline = time.monotonic() + 10
+        while made._landmarker is not None and time.monotonic() < deadline:  # closed in its own thread
+            time.sleep(0.01)
+        assert made._landmarker is None
+
+
 def test_start_up_imports_only_what_the_analysis_runs_on(onnx_engine, landmarker_model):
     """A FrameAnalyzer in a fresh interpreter loads MediaPipe without the matplotlib.pyplot and
     sounddevice that MediaPipe's package imports for tasks this product never runs (about 0.6 s of CPU
