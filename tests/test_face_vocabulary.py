@@ -192,6 +192,22 @@ def test_maps_are_float32_in_unit_range_at_any_size(expression, size, smile):
     assert (amap < 0.5).mean() > 0.2
 
 
+def test_a_blur_too_narrow_to_draw_leaves_the_mask_as_it_is():
+    """A face-relative blur width that rounds to 0 (a collapsed face) is no blur, not a NaN map (one FER+
+    training face did that)."""
+    import warnings
+
+    from stream_fer.face.au_maps import gaussian_blur, map_from_masks
+
+    hard = np.zeros((12, 12), dtype=bool)
+    hard[4:7, 3:9] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 in the Gaussian's weights was a RuntimeWarning
+        np.testing.assert_array_equal(gaussian_blur(hard.astype(np.float64), 0.004), hard)
+        amap = map_from_masks([hard], iod=0.01)
+    assert np.isfinite(amap).all() and amap.max() == 1.0
+
+
 def test_maps_work_in_whole_image_coordinates(smile):
     w, h = smile.size
     amap = expression_map(smile.points, (w, h), "happiness", (w // 4, h // 4))

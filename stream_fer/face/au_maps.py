@@ -132,10 +132,10 @@ def _blur_matrix(n: int, sigma: float) -> np.ndarray:
 
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur with reflected borders."""
-    if sigma <= 0:
+    sigma = round(float(sigma), 2)  # a face-relative sigma varies per face: round it so the matrices cache
+    if sigma <= 0:  # also a degenerate face's tiny sigma, which rounds to 0 (a Gaussian of width 0 is NaN)
         return image
     h, w = image.shape
-    sigma = round(float(sigma), 2)  # a face-relative sigma varies per face: round it so the matrices cache
     return _blur_matrix(h, sigma) @ image.astype(np.float64) @ _blur_matrix(w, sigma).T
 
 
