@@ -30,12 +30,30 @@ def ray_address():
         ray.shutdown()
 
 
+def _parent(pid: int) -> int:
+    """The parent's pid from /proc/PID/stat (the field after the parenthesised command name); 0 if gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _ours(pid: int) -> bool:
+    """The process descends from this test process (so belongs to the Ray cluster it started, not to
+    another run's on the same machine)."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        pid = _parent(pid)
+    return False
+
+
 def _ray_workers_running_a_video() -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::_ray_job"):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::_ray_job") and _ours(int(proc.name)):
                     pids.append(int(proc.name))
             except OSError:
                 continue
