@@ -86,7 +86,7 @@ class JobResult:
     started: float = 0.0  # wall-clock (epoch seconds) at the analysis's start and end
     finished: float = 0.0
     max_rss_mb: float = 0.0  # the worker process's peak resident memory so far (what a worker needs)
-    fatal: bool = False  # the worker could not load the model: no video can succeed, the batch stops
+    fatal: bool = False  # the worker could not load the model or the landmarker: no video can succeed, the batch stops
 
     def table_fields(self) -> dict:
         return {"frames": self.frames, "faces": self.faces, "seconds": round(self.seconds, 3),
@@ -184,10 +184,15 @@ def run_job(job: VideoJob) -> JobResult:
     folders are removed and the old markers go before any new output lands."""
     outputs = job.outputs
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    try:
+    try:  # the same for every video, so not this video's failure: the batch stops
         worker_engine(job.settings)
-    except Exception as exc:  # noqa: BLE001 - the same for every video: not this video's failure
+    except Exception as exc:  # noqa: BLE001
         return JobResult(job.video, "failed", error=f"cannot load the model: {error_line(exc)}",
+                         traceback=traceback.format_exc(), worker=worker, fatal=True)
+    try:
+        worker_analyzer(job.settings)
+    except Exception as exc:  # noqa: BLE001 - e.g. a landmarker file that is not MediaPipe's
+        return JobResult(job.video, "failed", error=f"cannot start the analysis: {error_line(exc)}",
                          traceback=traceback.format_exc(), worker=worker, fatal=True)
     leftovers, staging = 0, None
     try:

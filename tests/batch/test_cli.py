@@ -62,6 +62,19 @@ def test_a_model_the_workers_cannot_load_stops_the_batch(inputs: Path, tmp_path:
     assert "a.mp4,pending" in (tmp_path / "out" / "batch.csv").read_text()
 
 
+def test_a_landmarker_the_workers_cannot_load_stops_the_batch(inputs: Path, tmp_path: Path):
+    """The same for every video: one line and a stop, not one failure per video."""
+    bad = tmp_path / "bad.task"
+    bad.write_bytes(b"not a MediaPipe model" * 100)
+    proc = run_batch_cli(str(inputs), "--out-dir", str(tmp_path / "out"), "--landmarker", str(bad), "--workers", "1",
+                         timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "stream-fer: error: cannot start the analysis: face landmark model" in proc.stderr
+    assert "Traceback" not in proc.stderr and "failed: " not in proc.stderr
+    assert not list((tmp_path / "out").glob("*.failed.json"))
+    assert "a.mp4,pending" in (tmp_path / "out" / "batch.csv").read_text()
+
+
 def test_a_second_run_of_the_same_batch_at_once_is_refused(inputs: Path, tmp_path: Path):
     import fcntl
 
