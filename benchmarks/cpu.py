@@ -28,8 +28,8 @@ of --repeats runs (default 3). The last line:
 
     python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--append-results]
 
---against DIR adds an A/B of code versions on the same machine at the same time: the floor, video and data-only
-runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
+--against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only and
+first-frame runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
 `git archive COMMIT stream_fer engines | tar -x -C DIR && mv DIR/engines DIR/stream_fer/engines`), alternating
 with this tree's, and prints each figure's change.
 """
@@ -50,6 +50,7 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 REPO_ROOT = _HERE.parent
+COMPARED = ("floor", "video", "data", "first")  # the runs --against repeats with the other tree
 DEFAULT_VIDEO = Path(os.environ.get("STREAM_FER_SHARED", "/work/shared")) / "videos" / "WolfgangLanger_Pexels.mp4"
 
 # The floor, run as its own process (start-up included, as for the product): decode + landmarks in one loop.
@@ -223,11 +224,11 @@ def main(argv=None) -> int:
     if args.against:
         if not (args.against / "stream_fer" / "__init__.py").exists():
             raise SystemExit(f"--against: no stream_fer package in {args.against}")
-        against = {f"{k} (against)": v for k, v in kinds.items() if k in ("floor", "video", "data")}
+        against = {f"{k} (against)": v for k, v in kinds.items() if k in COMPARED}
     runs: dict[str, list[Run]] = {k: [] for k in {**kinds, **against}}
     for rep in range(args.repeats):
         for name, (cmd, parse) in kinds.items():  # alternating: floor, video, data, first, ... each round
-            if name in ("floor", "video", "data") and against:  # the other version right beside, sides swapped
+            if name in COMPARED and against:  # the other version right beside, sides swapped
                 pair = [(f"{name} (against)", args.against), (name, None)]  # in turn each round
                 for run_name, path in (pair if rep % 2 == 0 else pair[::-1]):
                     r = run_process(cmd, parse, path)
@@ -269,6 +270,9 @@ def main(argv=None) -> int:
             b, a = med[f"{name} (against)"].cpu_ms, med[name].cpu_ms
             lines.append(f"A/B {name}: {b:.1f} ms CPU/frame with {args.against}, {a:.1f} with this tree "
                          f"({100 * (a / b - 1):+.1f}%)")
+        b, a = (statistics.median(r.wall for r in runs[k]) for k in ("first (against)", "first"))
+        lines.append(f"A/B first frame: {b:.2f} s wall with {args.against}, {a:.2f} s with this tree "
+                     f"({100 * (a / b - 1):+.1f}%)")
     for line in lines:
         print(line)
     print(summary)
