@@ -23,7 +23,7 @@ from stream_fer.train.data import class_counts, load_ferplus
 from stream_fer.train.landmarks import load_cache
 from stream_fer.train.levers import distillation_loss, kl_to, make_ema, mixup, nnldl_targets
 from stream_fer.train.loss import au_guided_loss
-from stream_fer.train.model import ModelConfig, build_model, normalise
+from stream_fer.train.model import ModelConfig, build_model, count_macs, normalise
 from stream_fer.train.paths import train_cache
 
 log = logging.getLogger(__name__)
@@ -294,14 +294,34 @@ def register(sub) -> None:
             parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=value)
         else:
             parser.add_argument(flag, type=type(value), default=value)
+    net = ModelConfig()
+    parser.add_argument("--widths", type=int, nargs="+", default=list(net.widths), metavar="C",
+                        help=f"channels of the residual blocks, one per block (default: "
+                             f"{' '.join(map(str, net.widths))}; strides {' '.join(map(str, net.strides))})")
+    parser.add_argument("--stem-channels", type=int, default=net.stem_channels, metavar="C",
+                        help=f"channels of the stride-2 stem convolution (default: {net.stem_channels})")
     parser.set_defaults(handler=_fit)
+
+
+def network_config(widths, stem_channels: int) -> ModelConfig:
+    """The network `--widths` and `--stem-channels` ask for (today's strides), or one clear error."""
+    from stream_fer.errors import StreamFerError
+
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(ModelConfig.strides) or min(widths + (int(stem_channels),)) < 1:
+        raise StreamFerError(f"--widths takes {len(ModelConfig.strides)} channel counts >= 1, one per residual block "
+                             f"(strides {' '.join(map(str, ModelConfig.strides))}), not {' '.join(map(str, widths))}")
+    return ModelConfig(stem_channels=int(stem_channels), widths=widths)
 
 
 def _fit(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = FitConfig(**{f: getattr(args, f) for f in FitConfig.__dataclass_fields__})
+    model_cfg = network_config(args.widths, args.stem_channels)
+    log.info("network: widths %s, stem %d: %.0f M multiply-adds per face", model_cfg.widths, model_cfg.stem_channels,
+             count_macs(build_model(model_cfg)) / 1e6)
     run_dir = args.run_dir or train_cache().parent / "runs" / args.name
-    result = fit(run_dir, cfg, data=args.data, device=args.device)
+    result = fit(run_dir, cfg, model_cfg, data=args.data, device=args.device)
     print(json.dumps({"best_val_accuracy": result["best_val_accuracy"], "run_dir": result["run_dir"]}))
     return 0

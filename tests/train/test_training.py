@@ -48,6 +48,23 @@ def test_model_outputs_and_cost():
     assert count_macs(model) < 1e9
 
 
+def test_fit_takes_the_network_size_from_its_command_line():
+    """`python -m train fit --widths ... --stem-channels ...` trains a wider network (the budget is 200 M
+    multiply-adds per face); the defaults are today's network; a wrong count is one clear error."""
+    from stream_fer.errors import StreamFerError
+    from stream_fer.train.__main__ import build_parser
+    from stream_fer.train.fit import network_config
+
+    args = build_parser().parse_args(["fit", "--widths", "64", "128", "192"])
+    wide = network_config(args.widths, args.stem_channels)
+    assert wide.widths == (64, 128, 192) and wide.stem_channels == 32
+    assert 160e6 < count_macs(build_model(wide)) < 200e6 < count_macs(build_model(network_config([64, 128, 256], 32)))
+    default = build_parser().parse_args(["fit"])
+    assert network_config(default.widths, default.stem_channels) == ModelConfig()
+    with pytest.raises(StreamFerError, match="--widths takes 3 channel counts"):
+        network_config([64, 128], 32)
+
+
 def test_au_guided_loss_aligns_attention_within_a_few_steps(small_splits, small_cache):
     split = small_splits["train"]
     maps, valid = split_maps(split, small_cache)
