@@ -172,18 +172,17 @@ class _ArraySource(Source):
 
 def _early_landmarker(source: Any, landmarker, max_faces: int, min_face: float):
     """A LandmarkerLoad started before the input is opened, in the mode its name tells (video unless an image
-    file or one image array; the analyzer rebuilds it on a wrong guess); None for a path that is not a file,
-    whose error comes first."""
+    file or one image array; the analyzer rebuilds it on a wrong guess); None for a path that is not a file or
+    an input open_source refuses, whose error comes first."""
     from stream_fer.landmarks import LandmarkerLoad
-    from stream_fer.sources import IMAGE_SUFFIXES
+    from stream_fer.sources import source_kind
 
     mode = "video"
     if isinstance(source, (str, os.PathLike)):
-        text = str(source)
-        if "://" not in text and not text.isdigit():
-            if not Path(text).is_file():
-                return None
-            mode = "image" if Path(text).suffix.lower() in IMAGE_SUFFIXES else "video"
+        kind = source_kind(source)
+        if not kind or (kind in ("image", "file") and not Path(source).is_file()):
+            return None
+        mode = "image" if kind == "image" else "video"
     elif isinstance(source, np.ndarray) and source.ndim == 3:
         mode = "image"
     return LandmarkerLoad(landmarker, mode=mode, max_faces=max_faces, min_face=min_face)

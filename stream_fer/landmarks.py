@@ -340,10 +340,13 @@ class Landmarker:
             pass
 
 
-def _load_key(model_path=None, mode: str = "image", max_faces: int = 1, min_detection_confidence: float = 0.5,
-              min_face: float = 0) -> tuple:
-    return None if model_path is None else str(model_path), mode, int(max_faces), float(min_detection_confidence), \
-        float(min_face)
+def _load_key(model_path=None, **settings) -> tuple:
+    """Landmarker's arguments with its own defaults filled in: two loads with equal keys build the same."""
+    import inspect
+
+    bound = inspect.signature(Landmarker).bind(None if model_path is None else str(model_path), **settings)
+    bound.apply_defaults()
+    return tuple(bound.arguments.items())
 
 
 class LandmarkerLoad(InThread):

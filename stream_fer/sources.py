@@ -95,17 +95,29 @@ class Source(ABC):
         self.close()
 
 
+def source_kind(spec: str | Path) -> str:
+    """What open_source makes of an input string: "rtsp", "webcam", "image" or "file"; "" for a URL scheme
+    it does not support."""
+    text = str(spec)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme:
+        return "rtsp" if scheme in ("rtsp", "rtsps") else ""
+    if text.strip().isdigit():
+        return "webcam"
+    return "image" if Path(text).suffix.lower() in IMAGE_SUFFIXES else "file"
+
+
 def open_source(spec: str | Path, **options) -> Source:
     """The source strategy for an input string (not opened yet); options go to its constructor."""
     text = str(spec)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("rtsp", "rtsps"):
+    kind = source_kind(text)
+    if kind == "rtsp":
         return RtspSource(text, **options)
-    if scheme:
+    if not kind:
         raise StreamFerError(f"unsupported input {redact(text)}: expected a file, an rtsp:// URL or a webcam index")
-    if text.strip().isdigit():
+    if kind == "webcam":
         return WebcamSource(int(text), **options)
-    if Path(text).suffix.lower() in IMAGE_SUFFIXES:
+    if kind == "image":
         return ImageSource(text)
     return FileSource(text, **options)
 
