@@ -184,16 +184,14 @@ def run_job(job: VideoJob) -> JobResult:
     folders are removed and the old markers go before any new output lands."""
     outputs = job.outputs
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    try:  # the same for every video, so not this video's failure: the batch stops
-        worker_engine(job.settings)
-    except Exception as exc:  # noqa: BLE001
-        return JobResult(job.video, "failed", error=f"cannot load the model: {error_line(exc)}",
-                         traceback=traceback.format_exc(), worker=worker, fatal=True)
-    try:
-        worker_analyzer(job.settings)
-    except Exception as exc:  # noqa: BLE001 - e.g. a landmarker file that is not MediaPipe's
-        return JobResult(job.video, "failed", error=f"cannot start the analysis: {error_line(exc)}",
-                         traceback=traceback.format_exc(), worker=worker, fatal=True)
+    # The same for every video, so not this video's failure: the batch stops (a landmarker file that is not
+    # MediaPipe's fails the analysis's start).
+    for load, what in ((worker_engine, "load the model"), (worker_analyzer, "start the analysis")):
+        try:
+            load(job.settings)
+        except Exception as exc:  # noqa: BLE001
+            return JobResult(job.video, "failed", error=f"cannot {what}: {error_line(exc)}",
+                             traceback=traceback.format_exc(), worker=worker, fatal=True)
     leftovers, staging = 0, None
     try:
         outputs.folder.mkdir(parents=True, exist_ok=True)
