@@ -82,7 +82,19 @@ def _collect_again() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """The command is stream_fer.analyze with the flags as its options (one code path for the CLI, the API
-    and batch); only the flag-named usage checks live here."""
+    and batch); only the flag-named usage checks live here.
+
+    Start-up (imports; MediaPipe's, ONNX Runtime's and x264's set-up) allocates much and frees little: the
+    cyclic collector's passes over it cost about 50 ms of CPU on the way to the first frame. It is off from
+    here until the analysis begins, and what start-up made is then frozen (later passes skip it)."""
+    gc.disable()
+    try:
+        return _analyze(args)
+    finally:
+        _collect_again()
+
+
+def _analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import stream_fer
@@ -111,10 +123,6 @@ def _run(args: argparse.Namespace) -> int:
             _collect_again()
 
     overlays = {name: not getattr(args, f"no_{name}") for name in OVERLAYS}
-    # Start-up (imports; MediaPipe's, ONNX Runtime's and x264's set-up) allocates much and frees little: the
-    # cyclic collector's passes over it cost about 50 ms of CPU on the way to the first frame. It is off until
-    # the analysis begins, and what start-up made is then frozen (later passes skip it).
-    gc.disable()
     try:
         res = stream_fer.analyze(
             args.input, out=args.out, csv=args.csv, jsonl=args.jsonl, parquet=args.parquet, report=args.report,
@@ -126,7 +134,5 @@ def _run(args: argparse.Namespace) -> int:
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))
         raise KeyboardInterrupt from None
-    finally:
-        _collect_again()
     print("\n".join(res.stats.summary_lines()))
     return 0

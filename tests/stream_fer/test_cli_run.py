@@ -165,6 +165,29 @@ def test_rows_only_and_max_frames(cli, clips, model, env, tmp_path):
         assert len(list(csv.DictReader(f))) == 10
 
 
+def test_the_collector_is_off_only_during_start_up(clips, model, env, tmp_path):
+    """`run` holds Python's cyclic GC off while it starts (imports, model set-up) and turns it back on, with
+    start-up's objects frozen, once the analysis begins; a run that fails before that turns it back on too."""
+    code = f"""
+import gc, sys
+from stream_fer.cli import build_parser, main
+from stream_fer.commands.run import _run
+args = build_parser().parse_args(["run", {str(clips[SAMPLE])!r}, "--csv", {str(tmp_path / "rows.csv")!r},
+                                  "--max-frames", "20", "--model", {str(model)!r}, "--no-progress"])
+after_start = []
+gc.callbacks.append(lambda phase, info: phase == "start" and after_start.append(gc.get_freeze_count()))
+assert _run(args) == 0
+assert gc.isenabled()
+assert after_start and min(after_start) > 0, after_start  # no collection ran before start-up was frozen
+assert main(["run", {str(tmp_path / "missing.mp4")!r}, "--csv", {str(tmp_path / "x.csv")!r}]) != 0
+assert gc.isenabled()
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
 def test_a_still_image_gives_an_annotated_image(cli, stills, model, env, tmp_path):
     out = tmp_path / "out.png"
     result = cli(stills[0], "--out", out, "--model", model, env=env)
