@@ -170,15 +170,24 @@ def test_the_collector_is_off_only_during_start_up(clips, model, env, tmp_path):
     start-up's objects frozen, once the analysis begins; a run that fails before that turns it back on too."""
     code = f"""
 import gc, sys
+import stream_fer
 from stream_fer.cli import build_parser, main
 from stream_fer.commands.run import _run
 args = build_parser().parse_args(["run", {str(clips[SAMPLE])!r}, "--csv", {str(tmp_path / "rows.csv")!r},
                                   "--max-frames", "20", "--model", {str(model)!r}, "--no-progress"])
-after_start = []
-gc.callbacks.append(lambda phase, info: phase == "start" and after_start.append(gc.get_freeze_count()))
+collections, announced = [], []
+analyze = stream_fer.analyze
+def watched(*a, announce, **k):  # the real analysis; each start-up line noted with the collector's state
+    def spy(line):
+        announce(line)
+        announced.append((line, gc.isenabled()))
+    return analyze(*a, announce=spy, **k)
+stream_fer.analyze = watched
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(gc.get_freeze_count()))
 assert _run(args) == 0
 assert gc.isenabled()
-assert after_start and min(after_start) > 0, after_start  # no collection ran before start-up was frozen
+assert [on for _, on in announced] == [False, True], announced  # off while the engine loads, on once it runs
+assert all(frozen > 0 for frozen in collections), collections  # no collection ran before start-up was frozen
 assert main(["run", {str(tmp_path / "missing.mp4")!r}, "--csv", {str(tmp_path / "x.csv")!r}]) != 0
 assert gc.isenabled()
 print("ok")
