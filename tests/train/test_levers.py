@@ -114,3 +114,41 @@ def test_a_training_map_with_a_nan_pixel_counts_as_no_map():
     fixed, valid = _finite(maps, np.array([True, True, False]))
     assert valid.tolist() == [True, False, False]
     assert np.isfinite(fixed).all() and fixed[0].sum() == 16
+
+
+def test_cached_teacher_logits_are_the_teachers_on_the_unaugmented_faces_and_are_reused(tmp_path, small_splits,
+                                                                                         small_cache):
+    from stream_fer.train.fit import TrainingData, cached_teacher_logits
+    from stream_fer.train.au_targets import split_maps
+    from stream_fer.train.model import normalise
+
+    torch.manual_seed(0)
+    teacher = build_model(TINY).eval()
+    teacher_path = save_checkpoint(tmp_path / "teacher.pt", teacher)
+    cfg = FitConfig(epochs=3, batch_size=32, seed=1, distill_from=str(teacher_path), distill_cached=True)
+    result = fit(tmp_path / "cached", cfg, model_cfg=TINY, device="cpu", progress=False, splits=small_splits,
+                 cache=small_cache)
+    losses = [h["loss"] for h in result["history"]]
+    assert losses[-1] < losses[0]
+    (stored,) = (tmp_path / "cached").glob("teacher_logits-*.npy")
+    maps, valid = split_maps(small_splits["train"], small_cache)
+    images = TrainingData(small_splits["train"], maps, valid, cfg).images
+    with torch.no_grad():
+        expected = teacher(normalise(images[:40], TINY))[0]
+    logits = torch.from_numpy(np.load(stored))
+    assert logits.shape == (len(images), 7)
+    assert torch.allclose(logits[:40], expected, atol=1e-4)
+    # a resumed run reads them back instead of running the teacher again
+    np.save(stored, np.zeros_like(np.load(stored)))
+    again = cached_teacher_logits(tmp_path / "cached", str(teacher_path), teacher, images, torch.device("cpu"))
+    assert float(again.abs().sum()) == 0.0
+
+
+def test_cached_teacher_refuses_mixup(tmp_path, small_splits, small_cache):
+    from stream_fer.errors import StreamFerError
+
+    teacher_path = save_checkpoint(tmp_path / "teacher.pt", build_model(TINY))
+    cfg = FitConfig(epochs=1, batch_size=32, mixup=0.2, distill_from=str(teacher_path), distill_cached=True)
+    with pytest.raises(StreamFerError, match="mixup"):
+        fit(tmp_path / "run", cfg, model_cfg=TINY, device="cpu", progress=False, splits=small_splits,
+            cache=small_cache)
