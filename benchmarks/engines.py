@@ -6,6 +6,7 @@ and the ratio to PyTorch eager (the training model's own forward pass) on the sa
 
 Rows: torch-eager-cpu (the baseline: AUNet.forward in FP32 with the input normalisation and softmax),
 onnxruntime-cpu with the FP32 model and, when the model folder has an fp16/ export, with the FP16 model;
+onnxruntime-int8 when it has an int8/ export;
 torch-cpu (the torch backend). With an NVIDIA GPU also torch-eager-cuda (FP32, the GPU baseline),
 torch-cuda (FP16), onnxruntime-cuda and tensorrt, each where installed. A backend that cannot start here
 is listed with the reason. Faces are real FER+ test images when available, else random pixels (the speed
@@ -116,6 +117,9 @@ def candidates(model_dir: Path, checkpoint, threads: int | None):
     if has_fp16:
         rows.append(("onnxruntime-cpu", "fp16", "cpu",
                      lambda: load_engine(fp16_dir, "onnxruntime-cpu", threads=threads).infer))
+    if (model_dir / "int8" / "model.onnx").is_file():
+        rows.append(("onnxruntime-int8", "int8", "cpu",
+                     lambda: load_engine(model_dir, "onnxruntime-int8", threads=threads).infer))
     if installed("torch") and checkpoint:
         rows.append(("torch-cpu", "fp32", "cpu",
                      lambda: load_engine(model_dir, "torch-cpu", checkpoint, threads=threads).infer))

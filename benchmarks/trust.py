@@ -91,8 +91,15 @@ def main(argv=None) -> int:
     from stream_fer.train.product_path import mirror_probs, run_split
     from stream_fer.train.trust import evaluate_trust
 
-    trust_path = args.model_dir / "trust.json"
+    from stream_fer.engines.base import ModelInfo
+    from stream_fer.trust import trust_file_for
+
     try:
+        info = ModelInfo.from_file(args.model_dir / "model.json")
+        found = trust_file_for(args.model_dir, info.source_checkpoint_sha256)
+        if found is None:
+            raise StreamFerError(f"no trust.json for the model in {args.model_dir}")
+        trust_path = found[0]
         spec = json.loads(trust_path.read_text())
         splits = load_ferplus(args.data)
     except (OSError, StreamFerError) as exc:

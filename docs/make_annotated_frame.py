@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if landmarker is None and (SHARED / "models" / "face_landmarker.task").is_file():
         landmarker = SHARED / "models" / "face_landmarker.task"
     rgb = np.concatenate([read_rgb(SHARED / "videos" / "stills" / name) for name in STILLS], axis=1)
-    with FrameAnalyzer(load_engine(args.model), landmarker_path=landmarker, max_faces=2, mode="image",
-                       smoothing="none") as analyzer:
+    # FP32, as tests/stream_fer/test_render.py renders it again (the INT8 default differs by a few levels)
+    with FrameAnalyzer(load_engine(args.model, backend="onnxruntime"), landmarker_path=landmarker, max_faces=2,
+                       mode="image", smoothing="none") as analyzer:
         annotated, result = analyzer.analyze(Frame(0, 0.0, time.monotonic(), rgb))
     write_rgb(args.out, annotated)
     for face in result.faces:

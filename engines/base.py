@@ -21,7 +21,7 @@ OUTPUT_NAMES = ("probs", "attention", "cams")
 META_FILENAME = "model.json"
 ONNX_FILENAME = "model.onnx"
 CHECKPOINT_FILENAME = "checkpoint.pt"  # optional, beside model.onnx: what the torch backend loads
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Pick and load an engine by name, or the fastest one this machine can run.
 
-auto: TensorRT, then PyTorch on CUDA (FP16), then ONNX Runtime on CUDA, then ONNX Runtime on the CPU.
+auto: TensorRT, then PyTorch on CUDA (FP16), then ONNX Runtime on CUDA, then ONNX Runtime on the CPU: the
+model folder's INT8 export when it has one of the same checkpoint (about half the CPU per face, accuracy
+unchanged within a few tenths of a point: engines/default/MODEL_CARD.md), else its FP32 model.
 The choice is reported in one line; the reasons the faster backends were skipped are added to it only when
 they are a surprise (an NVIDIA GPU is present, or a backend failed to start):
 
-    engine: using onnxruntime-cpu (engines/default, fp32)
+    engine: using onnxruntime-cpu (engines/default/int8, int8)
     engine: using onnxruntime-cpu (engines/default, fp32); skipped although an NVIDIA GPU is present:
         tensorrt (TensorRT is not installed), ...          (one line, wrapped here)
 
@@ -28,10 +30,11 @@ from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
 
-AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu")
+AUTO_ORDER = ("tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-int8", "onnxruntime-cpu")
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda",
-            "onnxruntime-cpu")
+            "onnxruntime-cpu", "onnxruntime-int8")
 FP16_SUBDIR = "fp16"  # an FP16 export beside an FP32 one; TensorRT prefers it
+INT8_SUBDIR = "int8"  # an INT8 export beside an FP32 one; what onnxruntime-int8 runs
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,25 @@ def tensorrt_model_dir(model_dir: Path) -> Path:
             return fp16
         log.info("ignoring %s: not an FP16 export of the same checkpoint as %s", fp16, model_dir)
     return model_dir
+
+
+def int8_model_dir(model_dir: Path) -> Path:
+    """model_dir itself when it is an INT8 export, else its INT8 sibling (model_dir/int8) when that was made
+    from the same checkpoint as model_dir's own model; otherwise one clear error that says how to make one."""
+    model_dir = Path(model_dir)
+    own = ModelInfo.from_file(model_dir / META_FILENAME)
+    if own.precision == "int8":
+        return model_dir
+    sibling_dir = model_dir / INT8_SUBDIR
+    if (sibling_dir / ONNX_FILENAME).is_file():
+        sibling = ModelInfo.from_file(sibling_dir / META_FILENAME)
+        if sibling.precision == "int8" and sibling.source_checkpoint_sha256 \
+                and sibling.source_checkpoint_sha256 == own.source_checkpoint_sha256:
+            return sibling_dir
+        raise StreamFerError(f"{sibling_dir} is not an INT8 export of the same checkpoint as {model_dir}; "
+                             f"make one with `stream-fer export --int8 --out {sibling_dir}`")
+    raise StreamFerError(f"no INT8 export in {model_dir}: make one with "
+                         f"`stream-fer export --checkpoint CKPT --int8 --out {sibling_dir}`")
 
 
 def _checkpoint_for(model_dir: Path, checkpoint) -> Path | None:
@@ -170,6 +192,19 @@ def _onnxruntime(device: str):
     return make
 
 
+def _onnxruntime_int8(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
+    from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    if not strict:
+        try:
+            model_dir = int8_model_dir(model_dir)
+        except StreamFerError as why:
+            raise _Skip(str(why)) from None
+    else:
+        model_dir = int8_model_dir(model_dir)
+    return OnnxRuntimeEngine(model_dir, device="cpu", threads=threads)
+
+
 _FACTORIES = {
     "tensorrt": _tensorrt,
     "torch": _torch("auto"),
@@ -178,6 +213,7 @@ _FACTORIES = {
     "onnxruntime": _onnxruntime("auto"),
     "onnxruntime-cuda": _onnxruntime("cuda"),
     "onnxruntime-cpu": _onnxruntime("cpu"),
+    "onnxruntime-int8": _onnxruntime_int8,
 }
 
 

@@ -290,11 +290,11 @@ def trust(probs, class_names, cosines: Mapping[str, float | None], concentration
     return model.score(ev, stability)
 
 
-def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> TrustModel | None:
-    """The trust model of an engine: model_dir/trust.json when there is one (and it was fitted for the same
-    checkpoint, where both say which); else the default model's, when it was fitted for exactly this
-    checkpoint (the torch backend runs the default checkpoint without a model folder); else None: the
-    score is then left empty."""
+def trust_file_for(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> tuple[Path, TrustModel] | None:
+    """(path, model) of an engine's trust model: model_dir/trust.json when there is one (and it was fitted for
+    the same checkpoint, where both say which); else the default model's, when it was fitted for exactly this
+    checkpoint (the torch backend runs the default checkpoint without a model folder, the INT8 export lives in
+    a sibling folder); else None."""
     from stream_fer.engines import default_model_dir
 
     candidates = [(Path(model_dir), False)] if model_dir is not None else []
@@ -314,9 +314,17 @@ def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str
         if fitted_for and source_checkpoint_sha256 and fitted_for != source_checkpoint_sha256:
             log.warning("ignoring %s: fitted for another checkpoint", path)
             continue
-        return model
-    log.info("no %s for this model: trust is left empty (fit one with `python -m train trust`)", TRUST_FILENAME)
+        return path, model
     return None
+
+
+def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> TrustModel | None:
+    """The trust model of an engine (trust_file_for), or None: the score is then left empty."""
+    found = trust_file_for(model_dir, source_checkpoint_sha256)
+    if found is None:
+        log.info("no %s for this model: trust is left empty (fit one with `python -m train trust`)", TRUST_FILENAME)
+        return None
+    return found[1]
 
 
 @lru_cache(maxsize=1)

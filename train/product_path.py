@@ -2,9 +2,9 @@
 (stream_fer.align) -> the shipped engine (ONNX Runtime) -> probabilities, attention, CAMs, and the
 analyzer's own attention-AU cosine and per-AU attention shares.
 
-What is slow (MediaPipe and the engine) is computed once per split, model and landmark model, and cached in
-the training cache as one .npz per split: whether a face was found, the engine's outputs, the landmarks in
-crop pixels and MediaPipe's 52 blendshape scores. Everything else (cosines of any class, shares, trust
+What is slow is computed once and cached in the training cache: MediaPipe once per split and landmark model
+(whether a face was found, the aligned crop, the landmarks in crop pixels and the 52 blendshape scores), the
+engine once per split and model (its outputs, beside those). Everything else (cosines of any class, shares, trust
 features) is derived from that cache with the run time's functions, so it follows code changes for free.
 
 The upscaled "frame" is the one the training landmark cache uses (train/landmarks.py ATTEMPTS: 192 px with a
@@ -56,14 +56,26 @@ class ProductPathOutputs:
         return {n: float(v) for n, v in zip(self.blendshape_names, self.blendshapes[i])}
 
 
-def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path) -> Path:
+def _split_digest(split: FerSplit, landmarker_path: Path, crop_size: int):
     from stream_fer.train.landmarks import ATTEMPTS
 
     digest = hashlib.sha1(FORMAT.encode())
     digest.update(repr(ATTEMPTS).encode())
-    digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
     digest.update(file_sha256(landmarker_path).encode())
+    digest.update(str(crop_size).encode())
     digest.update(np.ascontiguousarray(split.keys.astype("U")).tobytes())
+    return digest
+
+
+def faces_cache_path(split: FerSplit, landmarker_path: Path, crop_size: int) -> Path:
+    """The split's landmarks, crops and blendshapes: the same for every model of this crop size."""
+    digest = _split_digest(split, landmarker_path, crop_size).hexdigest()[:12]
+    return train_cache() / f"product_path_faces-{split.name}-{digest}.npz"
+
+
+def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path, crop_size: int = 48) -> Path:
+    digest = _split_digest(split, landmarker_path, crop_size)
+    digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
     return train_cache() / f"product_path-{split.name}-{digest.hexdigest()[:12]}.npz"
 
 
@@ -79,59 +91,75 @@ def _landmark_one(img: np.ndarray, landmarker):
     return None
 
 
-def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None) -> ProductPathOutputs:
-    """The product path over a whole split (cached; one process, one engine thread)."""
+def _save(path: Path, **arrays) -> None:
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def split_faces(split: FerSplit, landmarker_path: Path, size: int) -> dict[str, np.ndarray]:
+    """MediaPipe over a whole split, as the product runs it, cached: found, crop_points, crops, blendshapes
+    and their names. Slow the first time (minutes per split); every model evaluated afterwards reuses it."""
     from tqdm import tqdm
 
     from stream_fer.align import align_faces
-    from stream_fer.engines import default_model_dir
-    from stream_fer.engines.select import load_engine
     from stream_fer.face.alignment import apply_affine
     from stream_fer.landmarks import Landmarker
+
+    path = faces_cache_path(split, landmarker_path, size)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    n = len(split)
+    found = np.zeros(n, dtype=bool)
+    crop_points = np.zeros((n, 478, 2), np.float32)
+    crops = np.zeros((n, size, size), np.uint8)
+    names: list[str] = []
+    shapes = np.zeros((n, 52), np.float32)
+    with Landmarker(landmarker_path, mode="image", max_faces=1, min_detection_confidence=0.2) as landmarker:
+        for i in tqdm(range(n), desc=f"product path {split.name}: landmarks", unit="image", mininterval=5):
+            hit = _landmark_one(split.images[i], landmarker)
+            if hit is None:
+                continue
+            frame, face = hit
+            crop, matrix = align_faces(frame, [face.points], size)
+            crop_points[i] = apply_affine(matrix[0], face.points)
+            crops[i], found[i] = crop[0], True
+            if not names:
+                names = sorted(face.blendshapes)
+            shapes[i] = [face.blendshapes.get(b, 0.0) for b in names]
+    faces = {"keys": split.keys, "found": found, "crop_points": crop_points, "crops": crops, "blendshapes": shapes,
+             BLENDSHAPE_NAMES_KEY: np.array(names or [""] * 52)}
+    _save(path, **faces)
+    log.info("product path %s: faces found on %d/%d images", split.name, found.sum(), n)
+    return faces
+
+
+def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None) -> ProductPathOutputs:
+    """The product path over a whole split (cached per model; the landmarks once for all models; one process,
+    one engine thread)."""
+    from stream_fer.engines import default_model_dir
+    from stream_fer.engines.select import load_engine
     from stream_fer.model_files import resolve_landmarker
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     lm_path = Path(resolve_landmarker(landmarker_path))
-    path = cache_path(split, model_dir, lm_path)
-    if path.exists():
-        return _load(path, split)
     engine = load_engine(model_dir, "onnxruntime", threads=1)
     size, k, m = engine.info.input_size, len(engine.info.class_names), engine.info.map_size
+    path = cache_path(split, model_dir, lm_path, size)
+    if path.exists():
+        return _load(path, split)
+    faces = split_faces(split, lm_path, size)
     n = len(split)
-    found = np.zeros(n, dtype=bool)
     probs = np.zeros((n, k), np.float32)
     attention = np.zeros((n, m, m), np.float32)
     cams = np.zeros((n, k, m, m), np.float16)
-    crop_points = np.zeros((n, 478, 2), np.float32)
-    all_crops = np.zeros((n, size, size), np.uint8)
-    names: list[str] = []
-    shapes = np.zeros((n, 52), np.float32)
-    with Landmarker(lm_path, mode="image", max_faces=1, min_detection_confidence=0.2) as landmarker:
-        for start in tqdm(range(0, n, CHUNK), desc=f"product path {split.name}", unit="chunk", mininterval=5):
-            rows, crops = [], []
-            for i in range(start, min(n, start + CHUNK)):
-                hit = _landmark_one(split.images[i], landmarker)
-                if hit is None:
-                    continue
-                frame, face = hit
-                crop, matrix = align_faces(frame, [face.points], size)
-                crop_points[i] = apply_affine(matrix[0], face.points)
-                all_crops[i] = crop[0]
-                if not names:
-                    names = sorted(face.blendshapes)
-                shapes[i] = [face.blendshapes.get(b, 0.0) for b in names]
-                rows.append(i)
-                crops.append(crop[0])
-            if rows:
-                out = engine.infer(np.stack(crops))
-                found[rows] = True
-                probs[rows], attention[rows], cams[rows] = out.probs, out.attention, out.cams
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
-    np.savez_compressed(tmp, keys=split.keys, found=found, probs=probs, attention=attention, cams=cams,
-                        crop_points=crop_points, crops=all_crops, blendshapes=shapes, crop_size=np.int64(size),
-                        **{BLENDSHAPE_NAMES_KEY: np.array(names or [""] * 52)})
-    tmp.replace(path)
-    log.info("product path %s: faces found on %d/%d images", split.name, found.sum(), n)
+    rows = np.flatnonzero(faces["found"])
+    for start in range(0, len(rows), CHUNK):
+        part = rows[start : start + CHUNK]
+        out = engine.infer(np.ascontiguousarray(faces["crops"][part]))
+        probs[part], attention[part], cams[part] = out.probs, out.attention, out.cams
+    _save(path, **faces, probs=probs, attention=attention, cams=cams, crop_size=np.int64(size))
     return _load(path, split)
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # as engines.select.BACKENDS (not imported here: `--help` stays instant)
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda",
-            "onnxruntime-cpu")
+            "onnxruntime-cpu", "onnxruntime-int8")
 OVERLAYS = {"box": "the face box", "label": "the label and its probability", "bars": "the probability bars",
             "attention": "the attention heatmap", "au_regions": "the AU regions and their names"}
 

@@ -17,12 +17,15 @@ from stream_fer.errors import StreamFerError
 REPO_ROOT = default_model_dir().parents[1]
 
 
-@pytest.fixture(scope="module", params=["onnxruntime-cpu/fp32", "onnxruntime-cpu/fp16", "torch-cpu"])
-def engine(request, exported_fp32, exported_fp16, tiny_checkpoint):
+@pytest.fixture(scope="module", params=["onnxruntime-cpu/fp32", "onnxruntime-cpu/fp16", "onnxruntime-int8",
+                                        "torch-cpu"])
+def engine(request, exported_fp32, exported_fp16, exported_int8, tiny_checkpoint):
     if request.param == "onnxruntime-cpu/fp32":
         return load_engine(exported_fp32, backend="onnxruntime-cpu", threads=1)
     if request.param == "onnxruntime-cpu/fp16":
         return load_engine(exported_fp16, backend="onnxruntime-cpu", threads=1)
+    if request.param == "onnxruntime-int8":
+        return load_engine(exported_int8, backend="onnxruntime-int8", threads=1)
     pytest.importorskip("torch")
     return load_engine(backend="torch-cpu", checkpoint=tiny_checkpoint, threads=1)
 
@@ -134,7 +137,8 @@ def test_auto_selection_on_a_cpu_machine_reports_each_skip(exported_fp32, monkey
     assert len(reported) == 1 and reported[0] == f"engine: using onnxruntime-cpu ({exported_fp32}, fp32)"
     lines = engine.selection.lines()
     assert [line.split(" skipped")[0] for line in lines[:-1]] == [
-        "engine: tensorrt", "engine: torch-cuda", "engine: onnxruntime-cuda"]
+        "engine: tensorrt", "engine: torch-cuda", "engine: onnxruntime-cuda", "engine: onnxruntime-int8"]
+    assert "no INT8 export" in lines[3]
     assert lines[-1].startswith("engine: using onnxruntime-cpu")
     assert [r.getMessage() for r in caplog.records] == lines[:-1]
     if not select.installed("tensorrt"):
@@ -194,3 +198,69 @@ def test_tensorrt_ignores_an_fp16_sibling_from_another_checkpoint(exported_fp32,
     info = ModelInfo.from_file(model_dir / "model.json")
     (model_dir / "model.json").write_text(info.to_json().replace(info.source_checkpoint_sha256, "0" * 64))
     assert tensorrt_model_dir(model_dir) == model_dir  # left over from another checkpoint: ignored
+
+
+# ------------------------------------------------------------------------------------------------ INT8
+
+
+def test_auto_runs_the_int8_sibling_of_the_same_checkpoint_and_fp32_otherwise(exported_fp32, exported_int8,
+                                                                               tmp_path, monkeypatch):
+    from stream_fer.engines import select
+
+    monkeypatch.setattr(select, "nvidia_gpu_present", lambda: False)
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported_fp32, model_dir)
+    shutil.copytree(exported_int8, model_dir / "int8")
+    reported = []
+    engine = load_engine(model_dir, report=reported.append)
+    assert engine.model_dir == model_dir / "int8" and engine.info.precision == "int8"
+    assert reported == [f"engine: using onnxruntime-cpu ({model_dir / 'int8'}, int8)"]
+    assert load_engine(model_dir, backend="onnxruntime-cpu").info.precision == "fp32"  # asked for by name
+    info = ModelInfo.from_file(model_dir / "model.json")
+    (model_dir / "model.json").write_text(info.to_json().replace(info.source_checkpoint_sha256, "0" * 64))
+    engine = load_engine(model_dir)  # a sibling left over from another checkpoint: the folder's own FP32
+    assert engine.model_dir == model_dir and engine.info.precision == "fp32"
+    assert "not an INT8 export of the same checkpoint" in dict(engine.selection.skipped)["onnxruntime-int8"]
+    with pytest.raises(StreamFerError, match="not an INT8 export of the same checkpoint"):
+        load_engine(model_dir, backend="onnxruntime-int8")
+
+
+def test_a_corrupt_int8_sibling_falls_back_to_fp32_and_says_so(exported_fp32, exported_int8, tmp_path,
+                                                                monkeypatch):
+    from stream_fer.engines import select
+
+    monkeypatch.setattr(select, "nvidia_gpu_present", lambda: False)
+    model_dir = tmp_path / "m"
+    shutil.copytree(exported_fp32, model_dir)
+    shutil.copytree(exported_int8, model_dir / "int8")
+    (model_dir / "int8" / "model.onnx").write_bytes(b"not a model")
+    reported = []
+    engine = load_engine(model_dir, report=reported.append)
+    assert engine.info.precision == "fp32"
+    assert "onnxruntime-int8 failed to start" in reported[0] and "not a usable ONNX model" in reported[0]
+
+
+def test_no_int8_export_asked_for_by_name_says_how_to_make_one(exported_fp32):
+    with pytest.raises(StreamFerError, match="stream-fer export .*--int8"):
+        load_engine(exported_fp32, backend="onnxruntime-int8")
+
+
+def test_shipped_int8_sibling_belongs_to_the_default_model_and_is_what_auto_runs_here(monkeypatch):
+    from stream_fer.engines import select
+
+    model_dir = default_model_dir()
+    if not (model_dir / "int8" / "model.onnx").is_file():
+        pytest.skip(f"no INT8 export shipped in {model_dir / 'int8'}")
+    int8 = ModelInfo.from_file(model_dir / "int8" / "model.json")
+    assert int8.precision == "int8" and int8.export_check.get("passed") is True
+    assert int8.export_check["argmax_agreement"] >= 0.97
+    monkeypatch.setattr(select, "nvidia_gpu_present", lambda: False)
+    engine = load_engine(threads=1)
+    assert engine.model_dir == model_dir / "int8"
+
+
+def test_the_cli_offers_every_backend_the_selector_knows():
+    from stream_fer.commands.run import BACKENDS as CLI_BACKENDS
+    from stream_fer.engines.select import BACKENDS
+
+    assert CLI_BACKENDS == BACKENDS

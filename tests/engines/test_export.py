@@ -57,6 +57,48 @@ def test_fp16_round_trip_same_argmax_and_attention_on_real_faces(exported_fp16, 
     assert (got[0].argmax(1) == ref[0].argmax(1)).all()
 
 
+def test_int8_round_trip_agrees_with_pytorch_on_real_faces(exported_int8, tiny_checkpoint, int8_faces):
+    """INT8 rounds activations: the class stays the same on nearly every face that is not a near-tie and the
+    attention keeps its shape (the export's own check asks for >= 97% and a mean cosine >= 0.998)."""
+    ref = _reference(tiny_checkpoint, int8_faces)
+    got = _onnx_run(exported_int8, int8_faces)
+    assert (got[0].argmax(1) == ref[0].argmax(1)).mean() >= 0.97
+    assert _cosine_per_face(got[1], ref[1]).mean() >= 0.998
+    info = ModelInfo.from_file(exported_int8 / "model.json")
+    assert info.precision == "int8" and info.export_check["passed"] is True
+    assert info.export_check["mean_attention_cosine"] >= 0.998
+
+
+def test_int8_graph_quantizes_the_body_and_keeps_the_first_convolution_and_the_head_in_float(exported_fp32,
+                                                                                            exported_int8):
+    from stream_fer.train.quantize import float_nodes
+
+    fp32 = onnx.load(str(exported_fp32 / "model.onnx"))
+    kept = float_nodes(fp32)
+    writers = {o: n for n in fp32.graph.node for o in n.output}
+    first_conv = next(n for n in fp32.graph.node if n.op_type == "Conv")
+    assert first_conv.name in kept
+    for output in OUTPUT_NAMES:  # every node that writes an output reads float sums
+        assert writers[output].name in kept
+    assert sum(n.op_type == "Conv" for n in fp32.graph.node if n.name not in kept) >= 6  # the body is not kept
+    int8 = onnx.load(str(exported_int8 / "model.onnx"))
+    ops = [n.op_type for n in int8.graph.node]
+    assert ops.count("DequantizeLinear") >= 6 and "QuantizeLinear" in ops
+    dequantized = {n.output[0] for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    assert not any(i in dequantized for i in convs[0].input)  # the first convolution: float in, float weights
+    assert all(convs[1].input[j] in dequantized for j in (0, 1))  # the next one: int8 activations and weights
+
+
+def test_int8_export_without_faces_to_calibrate_on_is_one_clear_error(tiny_checkpoint, tmp_path, monkeypatch):
+    from stream_fer.train.export import export_checkpoint
+
+    monkeypatch.setenv("STREAM_FER_FERPLUS", str(tmp_path / "no-ferplus.tar.gz"))
+    with pytest.raises(StreamFerError, match="calibrates on FER\\+ training faces"):
+        export_checkpoint(tiny_checkpoint, tmp_path / "int8", int8=True, check=False)
+    assert not (tmp_path / "int8" / "model.onnx").exists()
+
+
 def test_export_records_its_check_and_hashes(exported_fp32, exported_fp16, tiny_checkpoint):
     from stream_fer.model_files import file_sha256
 

@@ -263,7 +263,8 @@ def test_auto_falls_back_when_tensorrt_fails(exported_fp32, tiny_checkpoint, tmp
     if select.installed("torch"):
         assert lines[1].startswith("engine: torch-cuda skipped: PyTorch") and "no usable CUDA" in lines[1]
     assert lines[2].startswith("engine: onnxruntime-cuda skipped:") and "no CUDA provider" in lines[2]
-    assert lines[3].startswith("engine: using onnxruntime-cpu")
+    assert lines[3].startswith("engine: onnxruntime-int8 skipped: no INT8 export")
+    assert lines[4].startswith("engine: using onnxruntime-cpu")
     assert not list(tmp_path.glob("*.engine"))  # nothing half-built left in the cache
 
 

@@ -275,3 +275,34 @@ print(os.environ["ORT_DISABLE_TELEMETRY"])
     proc = subprocess.run([sys.executable, "-c", code.replace("assert not", "assert True or")], capture_output=True,
                           text=True, timeout=120, env={**env, "ORT_DISABLE_TELEMETRY": "0"})
     assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr[-2000:]
+
+
+def test_the_int8_default_explains_the_sample_as_the_fp32_model_does(onnx_engine, landmarker_model, sample_video):
+    """What a CPU runs by default (the INT8 export) against the FP32 model, every second frame of the shipped
+    sample, one analysis each. Stated tolerance (about twice what was measured on all 96 frames: 0.031, 0.005,
+    0.008, 0.054 and a median 0.0001): the same label on every face, probabilities within 0.06, the
+    attention-AU cosine within 0.015, every AU's attention share within 0.02, trust within 0.1 (median 0.01)."""
+    import av
+
+    from stream_fer.engines import default_model_dir, load_engine
+    from stream_fer.frames import Frame
+
+    int8 = load_engine(None, backend="onnxruntime-int8")  # what auto picks without a GPU
+    assert int8.model_dir == default_model_dir() / "int8" and onnx_engine.info.precision == "fp32"
+    with av.open(str(sample_video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 2 == 0]
+    results = []
+    for engine in (onnx_engine, int8):
+        with FrameAnalyzer(engine, landmarker_path=landmarker_model, mode="image", smoothing="none") as a:
+            results.append([a.analyze(Frame(i, i / 24, 0.0, f))[1].faces for i, f in enumerate(frames)])
+    pairs = [(a, b) for fa, fb in zip(*results) for a, b in zip(fa, fb, strict=True)]
+    assert len(pairs) == len(frames)  # one face in every frame, for both
+    trust_diffs = []
+    for a, b in pairs:
+        assert a.label == b.label
+        assert np.abs(a.raw_probs - b.raw_probs).max() <= 0.06
+        if a.att_au_cosine is not None:
+            assert abs(a.att_au_cosine - b.att_au_cosine) <= 0.015
+        assert max(abs(a.au_attention_share[k] - b.au_attention_share[k]) for k in a.au_attention_share) <= 0.02
+        trust_diffs.append(abs(a.trust - b.trust))
+    assert max(trust_diffs) <= 0.1 and np.median(trust_diffs) <= 0.01

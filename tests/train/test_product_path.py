@@ -63,3 +63,27 @@ def test_metrics_and_the_cache(product_path, landmarker_model):
     cached = run_split(split, landmarker_path=landmarker_model)  # read back, not recomputed
     np.testing.assert_array_equal(cached.probs, out.probs)
     np.testing.assert_array_equal(cached.crops, out.crops)
+
+
+def test_another_model_reuses_the_landmarks_and_runs_its_own_engine(product_path, landmarker_model):
+    """MediaPipe runs once per split: a second model (the shipped INT8 export) gets the same crops from the
+    faces cache and its own outputs."""
+    import os
+    from pathlib import Path
+
+    from stream_fer.engines import default_model_dir
+    from stream_fer.train.product_path import run_split
+
+    int8 = default_model_dir() / "int8"
+    if not (int8 / "model.onnx").is_file():
+        pytest.skip(f"no INT8 export shipped in {int8}")
+    split, out = product_path
+    faces_files = sorted((Path(os.environ["STREAM_FER_CACHE"]) / "train").glob("product_path_faces-*.npz"))
+    assert len(faces_files) == 1
+    stamp = faces_files[0].stat().st_mtime_ns
+    other = run_split(split, int8, landmarker_path=landmarker_model)
+    assert faces_files[0].stat().st_mtime_ns == stamp  # read, not written again
+    np.testing.assert_array_equal(other.crops, out.crops)
+    np.testing.assert_array_equal(other.found, out.found)
+    assert not np.array_equal(other.probs, out.probs)  # its own engine ran
+    assert (other.probs[out.found].argmax(1) == out.probs[out.found].argmax(1)).mean() >= 0.9
