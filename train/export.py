@@ -302,8 +302,8 @@ def export_checkpoint(checkpoint, out_dir, fp16: bool = False, faces: np.ndarray
     """Export `checkpoint` to out_dir/model.onnx + out_dir/model.json and check it; returns out_dir.
 
     `int8`: static INT8 quantization for the CPU (train/quantize.py), calibrated on `calibration` (N, S, S)
-    uint8, by default FER+ training faces. `faces` (N, S, S) uint8 overrides the real faces the check runs on. The files are written to a
-    temporary folder first and moved into place only when the check passes; a failed check is a
+    uint8, by default FER+ training faces. `faces` (N, S, S) uint8 overrides the real faces the check runs on.
+    The files are written to a temporary folder first and moved into place only when the check passes; a failed check is a
     StreamFerError and leaves out_dir as it was."""
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir)
