@@ -184,17 +184,23 @@ def register(sub) -> None:
                              "aligned crop, the exported engine (train/product_path.py; cached)")
     parser.add_argument("--model-dir", type=Path, help="with --product-path: the exported model folder "
                                                        "(default: engines/default)")
+    parser.add_argument("--with-mirror", action="store_true",
+                        help="with --product-path: each face averaged with its mirrored crop (probabilities, "
+                             "attention and CAMs; the pass the analyzer already runs for the trust score)")
     parser.set_defaults(handler=_eval)
 
 
 def _eval_product_path(args) -> int:
-    from stream_fer.train.product_path import product_path_metrics, run_split
+    from stream_fer.train.product_path import averaged_with_mirror, product_path_metrics, run_split
 
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
+    out = run_split(split, args.model_dir)
+    if args.with_mirror:
+        out = averaged_with_mirror(out, args.model_dir)
     metrics = {"model_dir": str(args.model_dir or "engines/default"), "split": args.split,
-               **product_path_metrics(run_split(split, args.model_dir))}
+               "with_mirror": bool(args.with_mirror), **product_path_metrics(out)}
     print(f"product path: faces found on {metrics['labelled_found']}/{metrics['labelled']} labelled images "
           f"({metrics['coverage']:.1%}); metrics over those:")
     print(format_report(metrics))

@@ -203,15 +203,33 @@ def product_path_metrics(out: ProductPathOutputs) -> dict:
             "coverage": float((labelled & keep).sum() / max(1, labelled.sum())), **metrics}
 
 
-def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.ndarray:
-    """(N, K) the engine's probabilities for each crop mirrored left-right (zeros where no face), as the
-    analyzer computes them for the trust score."""
+def mirrored_outputs(out: ProductPathOutputs, model_dir: Path | None = None):
+    """(probs (N, K), attention (N, h, w), cams (N, K, h, w)) of each crop mirrored left-right, its maps mirrored
+    back into the crop's own frame (zeros where no face): the pass the analyzer runs for the trust score."""
     from stream_fer.engines.select import load_engine
 
     engine = load_engine(model_dir, "onnxruntime", threads=1)
-    probs = np.zeros_like(out.probs)
+    probs, attention, cams = np.zeros_like(out.probs), np.zeros_like(out.attention), np.zeros_like(out.cams)
     rows = np.flatnonzero(out.found)
     for start in range(0, len(rows), CHUNK):
         part = rows[start : start + CHUNK]
-        probs[part] = engine.infer(np.ascontiguousarray(out.crops[part][:, :, ::-1])).probs
-    return probs
+        res = engine.infer(np.ascontiguousarray(out.crops[part][:, :, ::-1]))
+        probs[part], attention[part], cams[part] = res.probs, res.attention[:, :, ::-1], res.cams[:, :, :, ::-1]
+    return probs, attention, cams
+
+
+def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.ndarray:
+    """(N, K) the engine's probabilities for each crop mirrored left-right (zeros where no face), as the
+    analyzer computes them for the trust score."""
+    return mirrored_outputs(out, model_dir)[0]
+
+
+def averaged_with_mirror(out: ProductPathOutputs, model_dir: Path | None = None) -> ProductPathOutputs:
+    """Each face read together with its mirror image: probabilities, attention and CAMs averaged with the
+    mirrored crop's (maps mirrored back). What the analyzer would show if it used the mirrored pass it
+    already runs for the trust score for the prediction too."""
+    import dataclasses
+
+    probs, attention, cams = mirrored_outputs(out, model_dir)
+    return dataclasses.replace(out, probs=(out.probs + probs) / 2, attention=(out.attention + attention) / 2,
+                               cams=(out.cams + cams) / 2)

@@ -87,3 +87,19 @@ def test_another_model_reuses_the_landmarks_and_runs_its_own_engine(product_path
     np.testing.assert_array_equal(other.found, out.found)
     assert not np.array_equal(other.probs, out.probs)  # its own engine ran
     assert (other.probs[out.found].argmax(1) == out.probs[out.found].argmax(1)).mean() >= 0.9
+
+
+def test_averaged_with_mirror_reads_each_face_with_its_mirror_image(product_path, onnx_engine):
+    from stream_fer.train.product_path import averaged_with_mirror
+
+    split, out = product_path
+    both = averaged_with_mirror(out)
+    found = out.found
+    mirrored = onnx_engine.infer(np.ascontiguousarray(out.crops[found][:, :, ::-1]))
+    np.testing.assert_allclose(both.probs[found], (out.probs[found] + mirrored.probs) / 2, atol=1e-5)
+    np.testing.assert_allclose(both.attention[found], (out.attention[found] + mirrored.attention[:, :, ::-1]) / 2,
+                               atol=1e-5)
+    np.testing.assert_allclose(both.cams[found], (out.cams[found] + mirrored.cams[:, :, :, ::-1]) / 2, atol=2e-2)
+    np.testing.assert_allclose(both.probs[found].sum(axis=1), 1.0, atol=1e-4)
+    assert not both.probs[~found].any()
+    np.testing.assert_array_equal(both.crops, out.crops)
