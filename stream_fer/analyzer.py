@@ -6,8 +6,8 @@ state (the landmarker, the engine, the tracker and smoother), so running them co
 safe. `analyze(frame)` runs all four in sequence.
 
     detect(frame)            -> Detected     MediaPipe landmarks and blendshapes (VIDEO mode: frame times)
-    classify(detected)       -> Classified   aligned crops, one batched engine call (and one for the mirrored
-                                             crops, for the trust score), attention per AU region
+    classify(detected)       -> Classified   aligned crops and their mirror images in one batched engine call,
+                                             each face's two readings averaged, attention per AU region
     track(classified)        -> FrameResult  track ids, per-track smoothing (call in frame order), the
                                              attention-AU cosine and the trust score of the smoothed label
     render(frame, result)    -> RGB array    the annotated copy
@@ -29,6 +29,7 @@ import numpy as np
 
 from stream_fer.align import align_faces
 from stream_fer.discovery import DEFAULT_MIN_FACE
+from stream_fer.engines.base import EngineOutput
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
 from stream_fer.face.au_maps import map_from_masks, region_mask_stack
@@ -65,7 +66,7 @@ class ClassifiedFace:
     box: tuple[float, float, float, float]
     align_matrix: np.ndarray  # (2, 3) frame -> crop
     crop_points: np.ndarray  # (478, 2) the landmarks in crop pixels
-    raw_probs: np.ndarray  # (K,)
+    raw_probs: np.ndarray  # (K,) the crop and its mirror image averaged (average_with_mirror)
     attention: np.ndarray  # (h, w)
     cams: np.ndarray  # (K, h, w)
     au_attention_share: dict[int, float]  # AU number -> share of attention inside its region
@@ -137,6 +138,15 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
+def average_with_mirror(out: EngineOutput, n: int) -> EngineOutput:
+    """The first n faces of a batch whose last n are their mirror images, each read with its mirror: the
+    probabilities, attention and CAMs averaged, the mirror's maps mirrored back into the crop's frame (the
+    test-time flip of the model card; FER+ validation through the product path 85.85% -> 86.63%)."""
+    return EngineOutput((out.probs[:n] + out.probs[n:]) / 2,
+                        (out.attention[:n] + out.attention[n:, :, ::-1]) / 2,
+                        (out.cams[:n] + out.cams[n:, :, :, ::-1]) / 2)
+
+
 class FrameAnalyzer:
     """Landmarks, classification, tracking, smoothing and rendering for a stream of frames."""
 
@@ -145,7 +155,7 @@ class FrameAnalyzer:
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
                  min_face: float = DEFAULT_MIN_FACE, trust: bool = True,
-                 landmarker_load: LandmarkerLoad | None = None):
+                 landmarker_load: LandmarkerLoad | None = None, mirror: bool = True):
         if max_faces < 1:
             raise ValueError("max_faces must be at least 1")
         # MediaPipe builds its graphs (about 0.3 s of start-up, native work that leaves the GIL free) in a thread
@@ -170,6 +180,9 @@ class FrameAnalyzer:
         # flight instead of freeing the graph under it.
         self._landmarker_lock = threading.Lock()
         self.min_face = min_face  # px; faces down to this height are searched for (0: whole-frame pass only)
+        # Each face is read together with its mirror image and the two averaged (average_with_mirror); False: the
+        # crop alone, half the engine's work, and the trust score without its mirror evidence.
+        self.mirror = mirror
         self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
         log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(self.engine, "name", "?"),
                   self.crop_size, self.info.map_size, self.smoother)
@@ -189,8 +202,7 @@ class FrameAnalyzer:
         if unknown:
             log.warning("model classes without an AU pattern (no AU map, no cosine): %s", ", ".join(unknown))
         self.crop_size = int(engine.info.input_size)
-        # trust=False skips the trust score and the mirrored crops' engine pass it needs (about one more
-        # engine call per frame with faces).
+        # trust=False skips the trust score.
         self.trust_model = (load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
                             if trust else None)
 
@@ -210,14 +222,13 @@ class FrameAnalyzer:
         if faces:
             crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
             n = len(faces)
-            mirror = None
-            if self.trust_model is not None:
-                # The mirrored crops too, for the trust score (a face whose mirror image reads differently is
-                # ambiguous), in the same engine call: one batch of 2n, each face's output the same as alone.
-                out = self.engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
-                mirror = out.probs[n:]
+            if self.mirror:
+                # The mirrored crops in the same engine call: one batch of 2n, each face's output the same as
+                # alone. A face whose mirror image reads differently is ambiguous (the trust score's evidence).
+                both = self.engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
+                out, mirror = average_with_mirror(both, n), both.probs[n:]
             else:
-                out = self.engine.infer(crops)
+                out, mirror = self.engine.infer(crops), None
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)

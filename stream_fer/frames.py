@@ -28,7 +28,7 @@ class FaceResult:
     landmarks: np.ndarray  # (478, 3) frame pixels
     blendshapes: dict[str, float]
     align_matrix: np.ndarray  # (2, 3): frame pixels -> aligned crop pixels
-    raw_probs: np.ndarray  # (K,) this frame's model output
+    raw_probs: np.ndarray  # (K,) this frame's model output (the face and its mirror image, averaged)
     probs: np.ndarray  # (K,) after temporal smoothing
     label: str  # argmax of probs
     attention: np.ndarray  # (h, w) in the aligned crop's frame, non-negative

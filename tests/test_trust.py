@@ -81,11 +81,15 @@ def test_more_confidence_means_more_trust(model):
 
 
 def test_a_mirrored_face_that_reads_differently_lowers_trust_and_is_named(model):
-    p = probs(happiness=0.7, surprise=0.15)
-    agree = happy(p, mirror=p, model=model)
-    disagree = happy(p, mirror=probs(surprise=0.8, happiness=0.1), model=model)
+    """The analyzer reads a face with its mirror image and shows the average (average_with_mirror): a mirror
+    image that reads surprise where the crop reads happiness splits the reading, which the score and the
+    reason say."""
+    crop = probs(happiness=0.9, surprise=0.05)
+    agree = happy(crop, mirror=crop, model=model)
+    mirror = probs(surprise=0.8, happiness=0.1)
+    disagree = happy((crop + mirror) / 2, mirror=mirror, model=model)
     assert disagree.score < agree.score - 0.1
-    assert disagree.reason == "mirrored face reads surprise"
+    assert disagree.reason == "split: happiness / surprise"
 
 
 def test_instability_over_recent_frames_scales_the_score_and_is_named(model):

@@ -184,23 +184,21 @@ def register(sub) -> None:
                              "aligned crop, the exported engine (train/product_path.py; cached)")
     parser.add_argument("--model-dir", type=Path, help="with --product-path: the exported model folder "
                                                        "(default: engines/default)")
-    parser.add_argument("--with-mirror", action="store_true",
-                        help="with --product-path: each face averaged with its mirrored crop (probabilities, "
-                             "attention and CAMs; the pass the analyzer already runs for the trust score)")
+    parser.add_argument("--crop-only", action="store_true",
+                        help="with --product-path: the crop alone, not averaged with its mirror image as the "
+                             "analyzer reads a face (before session 6 it read the crop alone)")
     parser.set_defaults(handler=_eval)
 
 
 def _eval_product_path(args) -> int:
-    from stream_fer.train.product_path import averaged_with_mirror, product_path_metrics, run_split
+    from stream_fer.train.product_path import product_path_metrics, run_split
 
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
-    out = run_split(split, args.model_dir)
-    if args.with_mirror:
-        out = averaged_with_mirror(out, args.model_dir)
+    out = run_split(split, args.model_dir, mirror=not args.crop_only)
     metrics = {"model_dir": str(args.model_dir or "engines/default"), "split": args.split,
-               "with_mirror": bool(args.with_mirror), **product_path_metrics(out)}
+               "mirror": not args.crop_only, **product_path_metrics(out)}
     print(f"product path: faces found on {metrics['labelled_found']}/{metrics['labelled']} labelled images "
           f"({metrics['coverage']:.1%}); metrics over those:")
     print(format_report(metrics))

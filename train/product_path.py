@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 
 BLENDSHAPE_NAMES_KEY = "blendshape_names"
 CHUNK = 256  # images per engine call (and per progress step)
-FORMAT = "product-path-2"  # part of the cache key: bump when what is stored changes
+FORMAT = "product-path-3"  # part of the cache key: bump when what is stored changes
 
 
 @dataclass(frozen=True)
 class ProductPathOutputs:
-    """Per image of a split, in the split's order. Rows where `found` is False are zeros."""
+    """Per image of a split, in the split's order. Rows where `found` is False are zeros. probs, attention and
+    cams are what the analyzer shows: each face read with its mirror image (stream_fer.analyzer
+    .average_with_mirror), unless the split was run with mirror=False (the crop alone)."""
 
     keys: np.ndarray  # (N,) str
     labels: np.ndarray  # (N,) majority label, -1 where none
@@ -51,6 +53,7 @@ class ProductPathOutputs:
     blendshapes: np.ndarray  # (N, 52) float32, columns named by blendshape_names
     blendshape_names: tuple[str, ...]
     crop_size: int
+    mirror_probs: np.ndarray | None = None  # (N, K) the mirrored crop's own probabilities (the trust evidence)
 
     def blendshape_dict(self, i: int) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.blendshape_names, self.blendshapes[i])}
@@ -73,9 +76,11 @@ def faces_cache_path(split: FerSplit, landmarker_path: Path, crop_size: int) -> 
     return train_cache() / f"product_path_faces-{split.name}-{digest}.npz"
 
 
-def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path, crop_size: int = 48) -> Path:
+def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path, crop_size: int = 48,
+               mirror: bool = True) -> Path:
     digest = _split_digest(split, landmarker_path, crop_size)
     digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
+    digest.update(b"mirror" if mirror else b"crop only")
     return train_cache() / f"product_path-{split.name}-{digest.hexdigest()[:12]}.npz"
 
 
@@ -135,9 +140,11 @@ def split_faces(split: FerSplit, landmarker_path: Path, size: int) -> dict[str, 
     return faces
 
 
-def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None) -> ProductPathOutputs:
+def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None,
+              mirror: bool = True) -> ProductPathOutputs:
     """The product path over a whole split (cached per model; the landmarks once for all models; one process,
-    one engine thread)."""
+    one engine thread). mirror=False: the crop alone, as the analyzer read a face before session 6."""
+    from stream_fer.analyzer import average_with_mirror
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.select import load_engine
     from stream_fer.model_files import resolve_landmarker
@@ -146,20 +153,27 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     lm_path = Path(resolve_landmarker(landmarker_path))
     engine = load_engine(model_dir, "onnxruntime", threads=1)
     size, k, m = engine.info.input_size, len(engine.info.class_names), engine.info.map_size
-    path = cache_path(split, model_dir, lm_path, size)
+    path = cache_path(split, model_dir, lm_path, size, mirror)
     if path.exists():
         return _load(path, split)
     faces = split_faces(split, lm_path, size)
     n = len(split)
     probs = np.zeros((n, k), np.float32)
+    mirrored = np.zeros((n, k), np.float32)
     attention = np.zeros((n, m, m), np.float32)
     cams = np.zeros((n, k, m, m), np.float16)
     rows = np.flatnonzero(faces["found"])
     for start in range(0, len(rows), CHUNK):
         part = rows[start : start + CHUNK]
-        out = engine.infer(np.ascontiguousarray(faces["crops"][part]))
+        crops = np.ascontiguousarray(faces["crops"][part])
+        if mirror:  # as FrameAnalyzer.classify: the crops and their mirror images in one call
+            both = engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
+            out, mirrored[part] = average_with_mirror(both, len(part)), both.probs[len(part):]
+        else:
+            out = engine.infer(crops)
         probs[part], attention[part], cams[part] = out.probs, out.attention, out.cams
-    _save(path, **faces, probs=probs, attention=attention, cams=cams, crop_size=np.int64(size))
+    extra = {"mirror_probs": mirrored} if mirror else {}
+    _save(path, **faces, probs=probs, attention=attention, cams=cams, crop_size=np.int64(size), **extra)
     return _load(path, split)
 
 
@@ -171,7 +185,8 @@ def _load(path: Path, split: FerSplit) -> ProductPathOutputs:
             keys=z["keys"], labels=split.labels, found=z["found"], probs=z["probs"], attention=z["attention"],
             cams=z["cams"].astype(np.float32), crop_points=z["crop_points"], crops=z["crops"],
             blendshapes=z["blendshapes"],
-            blendshape_names=tuple(str(s) for s in z[BLENDSHAPE_NAMES_KEY]), crop_size=int(z["crop_size"]))
+            blendshape_names=tuple(str(s) for s in z[BLENDSHAPE_NAMES_KEY]), crop_size=int(z["crop_size"]),
+            mirror_probs=z["mirror_probs"] if "mirror_probs" in z.files else None)
 
 
 def true_class_maps(out: ProductPathOutputs) -> tuple[np.ndarray, np.ndarray]:
@@ -203,33 +218,17 @@ def product_path_metrics(out: ProductPathOutputs) -> dict:
             "coverage": float((labelled & keep).sum() / max(1, labelled.sum())), **metrics}
 
 
-def mirrored_outputs(out: ProductPathOutputs, model_dir: Path | None = None):
-    """(probs (N, K), attention (N, h, w), cams (N, K, h, w)) of each crop mirrored left-right, its maps mirrored
-    back into the crop's own frame (zeros where no face): the pass the analyzer runs for the trust score."""
+def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.ndarray:
+    """(N, K) the engine's probabilities for each crop mirrored left-right (zeros where no face), as the
+    analyzer computes them for the trust score: stored by run_split, or computed for a crop-only run."""
+    if out.mirror_probs is not None:
+        return out.mirror_probs
     from stream_fer.engines.select import load_engine
 
     engine = load_engine(model_dir, "onnxruntime", threads=1)
-    probs, attention, cams = np.zeros_like(out.probs), np.zeros_like(out.attention), np.zeros_like(out.cams)
+    probs = np.zeros_like(out.probs)
     rows = np.flatnonzero(out.found)
     for start in range(0, len(rows), CHUNK):
         part = rows[start : start + CHUNK]
-        res = engine.infer(np.ascontiguousarray(out.crops[part][:, :, ::-1]))
-        probs[part], attention[part], cams[part] = res.probs, res.attention[:, :, ::-1], res.cams[:, :, :, ::-1]
-    return probs, attention, cams
-
-
-def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.ndarray:
-    """(N, K) the engine's probabilities for each crop mirrored left-right (zeros where no face), as the
-    analyzer computes them for the trust score."""
-    return mirrored_outputs(out, model_dir)[0]
-
-
-def averaged_with_mirror(out: ProductPathOutputs, model_dir: Path | None = None) -> ProductPathOutputs:
-    """Each face read together with its mirror image: probabilities, attention and CAMs averaged with the
-    mirrored crop's (maps mirrored back). What the analyzer would show if it used the mirrored pass it
-    already runs for the trust score for the prediction too."""
-    import dataclasses
-
-    probs, attention, cams = mirrored_outputs(out, model_dir)
-    return dataclasses.replace(out, probs=(out.probs + probs) / 2, attention=(out.attention + attention) / 2,
-                               cams=(out.cams + cams) / 2)
+        probs[part] = engine.infer(np.ascontiguousarray(out.crops[part][:, :, ::-1])).probs
+    return probs
