@@ -62,6 +62,14 @@ class FitConfig:
     distill_cached: bool = False
 
 
+def stored_settings(stored: dict | None) -> dict | None:
+    """A run's saved FitConfig as today's fields: a field added since it was saved counts as its default (the
+    run was trained without that lever), so adding an option does not orphan runs in progress."""
+    if stored is None:
+        return None
+    return {**asdict(FitConfig()), **stored}
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -226,7 +234,7 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
     last = run_dir / "last.pt"
     if last.exists():
         state = read_checkpoint(last)
-        if state.get("fit_config") != asdict(cfg) or state.get("config") != model_cfg.to_dict():
+        if stored_settings(state.get("fit_config")) != asdict(cfg) or state.get("config") != model_cfg.to_dict():
             from stream_fer.errors import StreamFerError
 
             raise StreamFerError(f"{run_dir} holds a run with other settings; use another --run-dir")

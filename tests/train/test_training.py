@@ -116,6 +116,23 @@ def test_resume_continues_where_it_stopped(tmp_path, small_splits, small_cache):
     assert straight["history"][-1]["loss"] == pytest.approx(resumed["history"][-1]["loss"], rel=1e-4)
 
 
+def test_a_run_saved_before_an_option_existed_still_resumes_and_other_settings_are_refused(tmp_path, small_splits,
+                                                                                          small_cache):
+    from stream_fer.errors import StreamFerError
+
+    cfg = FitConfig(epochs=2, batch_size=32, seed=1)
+    kwargs = dict(model_cfg=ModelConfig(widths=(16, 32, 32), stem_channels=8), device="cpu", progress=False,
+                  splits=small_splits, cache=small_cache)
+    fit(tmp_path / "run", cfg, max_epochs_this_call=1, **kwargs)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["fit_config"]["distill_cached"]  # as saved before that option was added
+    torch.save(state, last)
+    assert [h["epoch"] for h in fit(tmp_path / "run", cfg, **kwargs)["history"]] == [1, 2]
+    with pytest.raises(StreamFerError, match="other settings"):
+        fit(tmp_path / "run", dataclasses.replace(cfg, lr=0.01), **kwargs)
+
+
 def test_checkpoint_loads_with_weights_only(tmp_path):
     model = build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8))
     path = save_checkpoint(tmp_path / "m.pt", model, epoch=3, metrics=json.dumps({"a": 1}))
