@@ -96,17 +96,29 @@ def _main(argv: list[str]) -> int:
     except StreamFerError as exc:
         if args.debug:
             raise
-        print(f"stream-fer: error: {exc}", file=sys.stderr)
+        _last_words(f"stream-fer: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("stream-fer: interrupted", file=sys.stderr)
+        _last_words("stream-fer: interrupted")
         return 130
     except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
         if args.debug:
             raise
-        print(f"stream-fer: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
+        _last_words(f"stream-fer: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
         return 1
+
+
+def _last_words(line: str) -> None:
+    """The line a failing run ends with, on stderr, and delivered before the process exits: a landmarker still
+    starting in a thread (analyze() starts one before it opens the input) routes fd 2 through a filter pipe
+    whose pump thread would die with the line at exit."""
+    print(line, file=sys.stderr)
+    in_thread = sys.modules.get("stream_fer.in_thread")
+    if in_thread is not None:  # a landmarker abandoned by the failed run: closed now, not at interpreter exit
+        in_thread.wait_for_abandoned(5.0)
+    landmarks = sys.modules.get("stream_fer.landmarks")  # not imported: no landmarker, no pipe
+    if landmarks is not None:
+        landmarks.settle_native_stderr()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,17 @@ graphs in native code that leaves the GIL free)."""
 from __future__ import annotations
 
 import threading
+import time
+
+_abandoned: set[threading.Thread] = set()  # discards still running (wait_for_abandoned)
+
+
+def wait_for_abandoned(timeout: float) -> None:
+    """Wait for the abandoned values to be made and closed: a process about to exit calls this, so no native
+    object is closed by a daemon thread while the interpreter shuts down."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_abandoned):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class InThread:
@@ -36,4 +47,12 @@ class InThread:
             self._value = None
 
     def abandon(self) -> None:
-        threading.Thread(target=self.discard, name=f"{self._thread.name}-discard", daemon=True).start()
+        def discard() -> None:
+            try:
+                self.discard()
+            finally:
+                _abandoned.discard(threading.current_thread())
+
+        thread = threading.Thread(target=discard, name=f"{self._thread.name}-discard", daemon=True)
+        _abandoned.add(thread)
+        thread.start()

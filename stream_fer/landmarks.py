@@ -36,9 +36,11 @@ class _NativeStderrFilter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._users = 0
         self._saved_fd: int | None = None
         self._pump: threading.Thread | None = None
+        self._draining = False
 
     @contextlib.contextmanager
     def active(self):
@@ -70,12 +72,26 @@ class _NativeStderrFilter:
         with self._lock:
             self._users -= 1
             if self._users > 0 or self._saved_fd is None:
+                if self._users == 0:
+                    self._idle.notify_all()
                 return
             _flush_python_stderr()
             os.dup2(self._saved_fd, 2)  # closes the pipe's writer: the pump drains what is left and stops
             self._saved_fd = None
             pump, self._pump = self._pump, None
+            self._draining = True
         pump.join(timeout=2.0)
+        with self._lock:
+            self._draining = False
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no landmarker is starting up and what went through the pipe has reached the real fd 2.
+        A process that is about to exit calls this after writing its last words (stream_fer.cli's error
+        line): a landmarker still building in a thread would otherwise hold fd 2 on the pipe, and the
+        daemon pump could die with the line in it."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._users == 0 and not self._draining, timeout)
 
 
 def _flush_python_stderr() -> None:
@@ -106,6 +122,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 _native_stderr = _NativeStderrFilter()
+
+
+def settle_native_stderr(timeout: float = 5.0) -> bool:
+    """See _NativeStderrFilter.wait_idle: True when fd 2 is the real stderr again (or never was a pipe)."""
+    _flush_python_stderr()
+    return _native_stderr.wait_idle(timeout)
 
 
 @dataclass(frozen=True)

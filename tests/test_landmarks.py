@@ -184,3 +184,27 @@ print("ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
     assert result.stderr == ""
+
+
+def test_last_words_reach_stderr_while_a_landmarker_is_still_starting(tmp_path):
+    """analyze() builds MediaPipe in a thread while fd 2 runs through the start-up noise filter; a run that fails
+    meanwhile prints its error line into that pipe. settle_native_stderr() (what the CLI calls after its last
+    line) waits until the line has reached the real stderr, even when the process then ends at once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys, threading, time\n"
+        "from stream_fer.landmarks import _native_stderr, settle_native_stderr\n"
+        "started = threading.Event()\n"
+        "def starting():\n"
+        "    with _native_stderr.active():\n"
+        "        started.set(); time.sleep(0.5)\n"
+        "threading.Thread(target=starting, daemon=True).start()\n"
+        "started.wait()\n"
+        "print('stream-fer: error: the last words', file=sys.stderr)\n"
+        "settle_native_stderr()\n"
+        "os._exit(2)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["stream-fer: error: the last words"]
