@@ -104,7 +104,7 @@ def _torch_eager(checkpoint, device: str, threads: int | None):
 
 def candidates(model_dir: Path, checkpoint, threads: int | None):
     """(row name, precision, device, factory) for everything that might run here; factory() -> infer fn."""
-    from stream_fer.engines.select import installed, load_engine, nvidia_gpu_present, tensorrt_model_dir
+    from stream_fer.engines.select import INT8_SUBDIR, installed, load_engine, nvidia_gpu_present, tensorrt_model_dir
 
     fp16_dir = tensorrt_model_dir(model_dir)
     has_fp16 = fp16_dir != model_dir
@@ -117,7 +117,7 @@ def candidates(model_dir: Path, checkpoint, threads: int | None):
     if has_fp16:
         rows.append(("onnxruntime-cpu", "fp16", "cpu",
                      lambda: load_engine(fp16_dir, "onnxruntime-cpu", threads=threads).infer))
-    if (model_dir / "int8" / "model.onnx").is_file():
+    if (model_dir / INT8_SUBDIR / "model.onnx").is_file():
         rows.append(("onnxruntime-int8", "int8", "cpu",
                      lambda: load_engine(model_dir, "onnxruntime-int8", threads=threads).infer))
     if installed("torch") and checkpoint:

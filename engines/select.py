@@ -81,6 +81,12 @@ def installed(module: str) -> bool:
         return False
 
 
+def _export_of_same_checkpoint(sibling: ModelInfo, own: ModelInfo, precision: str) -> bool:
+    """`sibling` is a `precision` export made from the checkpoint `own` was made from."""
+    return sibling.precision == precision and bool(sibling.source_checkpoint_sha256) \
+        and sibling.source_checkpoint_sha256 == own.source_checkpoint_sha256
+
+
 def tensorrt_model_dir(model_dir: Path) -> Path:
     """The FP16 sibling export (model_dir/fp16) when there is one made from the same checkpoint as
     model_dir's own model, else model_dir itself. (A sibling left over from another checkpoint is ignored.)"""
@@ -92,8 +98,7 @@ def tensorrt_model_dir(model_dir: Path) -> Path:
             sibling = ModelInfo.from_file(fp16 / META_FILENAME)
         except StreamFerError:
             return model_dir
-        if own.precision == "fp32" and sibling.precision == "fp16" and sibling.source_checkpoint_sha256 \
-                and sibling.source_checkpoint_sha256 == own.source_checkpoint_sha256:
+        if own.precision == "fp32" and _export_of_same_checkpoint(sibling, own, "fp16"):
             return fp16
         log.info("ignoring %s: not an FP16 export of the same checkpoint as %s", fp16, model_dir)
     return model_dir
@@ -108,9 +113,7 @@ def int8_model_dir(model_dir: Path) -> Path:
         return model_dir
     sibling_dir = model_dir / INT8_SUBDIR
     if (sibling_dir / ONNX_FILENAME).is_file():
-        sibling = ModelInfo.from_file(sibling_dir / META_FILENAME)
-        if sibling.precision == "int8" and sibling.source_checkpoint_sha256 \
-                and sibling.source_checkpoint_sha256 == own.source_checkpoint_sha256:
+        if _export_of_same_checkpoint(ModelInfo.from_file(sibling_dir / META_FILENAME), own, "int8"):
             return sibling_dir
         raise StreamFerError(f"{sibling_dir} is not an INT8 export of the same checkpoint as {model_dir}; "
                              f"make one with `stream-fer export --int8 --out {sibling_dir}`")
@@ -195,13 +198,12 @@ def _onnxruntime(device: str):
 def _onnxruntime_int8(model_dir: Path, checkpoint, threads, cache_dir, strict: bool):
     from stream_fer.engines.onnxruntime_engine import OnnxRuntimeEngine
 
-    if not strict:
-        try:
-            model_dir = int8_model_dir(model_dir)
-        except StreamFerError as why:
-            raise _Skip(str(why)) from None
-    else:
+    try:
         model_dir = int8_model_dir(model_dir)
+    except StreamFerError as why:
+        if strict:  # asked for by name: the error is the user's answer
+            raise
+        raise _Skip(str(why)) from None  # auto: the folder's FP32 model runs instead
     return OnnxRuntimeEngine(model_dir, device="cpu", threads=threads)
 
 

@@ -146,16 +146,18 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     one engine thread). mirror=False: the crop alone, as the analyzer read a face before session 6."""
     from stream_fer.analyzer import average_with_mirror
     from stream_fer.engines import default_model_dir
+    from stream_fer.engines.base import META_FILENAME, ModelInfo
     from stream_fer.engines.select import load_engine
     from stream_fer.model_files import resolve_landmarker
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     lm_path = Path(resolve_landmarker(landmarker_path))
-    engine = load_engine(model_dir, "onnxruntime", threads=1)
-    size, k, m = engine.info.input_size, len(engine.info.class_names), engine.info.map_size
+    info = ModelInfo.from_file(model_dir / META_FILENAME)  # the cache key needs the crop size, not the engine
+    size, k, m = info.input_size, len(info.class_names), info.map_size
     path = cache_path(split, model_dir, lm_path, size, mirror)
     if path.exists():
         return _load(path, split)
+    engine = load_engine(model_dir, "onnxruntime", threads=1)
     faces = split_faces(split, lm_path, size)
     n = len(split)
     probs = np.zeros((n, k), np.float32)
