@@ -306,3 +306,27 @@ def test_the_int8_default_explains_the_sample_as_the_fp32_model_does(onnx_engine
         assert max(abs(a.au_attention_share[k] - b.au_attention_share[k]) for k in a.au_attention_share) <= 0.02
         trust_diffs.append(abs(a.trust - b.trust))
     assert max(trust_diffs) <= 0.1 and np.median(trust_diffs) <= 0.01
+
+
+def test_each_face_is_read_with_its_mirror_image(onnx_engine, landmarker_model, smile, make_frame):
+    """classify() averages the engine's reading of the aligned crop and of its mirror image (the mirror's maps
+    mirrored back); mirror=False reads the crop alone. The mirror's own probabilities stay for the trust score."""
+    from stream_fer.align import align_faces
+
+    results = {}
+    for mirror in (True, False):
+        with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", smoothing="none",
+                           mirror=mirror) as a:
+            detected = a.detect(make_frame(smile.rgb))
+            results[mirror] = a.classify(detected).faces[0]
+    crops, _ = align_faces(smile.rgb, [detected.faces[0].points], onnx_engine.info.input_size)
+    crop = onnx_engine.infer(crops)
+    mirrored = onnx_engine.infer(np.ascontiguousarray(crops[:, :, ::-1]))
+    both, alone = results[True], results[False]
+    np.testing.assert_allclose(both.raw_probs, (crop.probs[0] + mirrored.probs[0]) / 2, atol=1e-5)
+    np.testing.assert_allclose(both.attention, (crop.attention[0] + mirrored.attention[0][:, ::-1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(both.cams, (crop.cams[0] + mirrored.cams[0][:, :, ::-1]) / 2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(both.mirror_probs, mirrored.probs[0], atol=1e-5)
+    np.testing.assert_allclose(alone.raw_probs, crop.probs[0], atol=1e-5)
+    assert alone.mirror_probs is None
+    assert not np.allclose(both.raw_probs, alone.raw_probs, atol=1e-4)  # the mirror changed the reading
