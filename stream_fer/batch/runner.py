@@ -85,9 +85,24 @@ def plan(videos: Sequence[VideoInput], bases: dict, options: BatchOptions) -> tu
             jobs.append(job)
             rows[v.name] = _row(v.name, v.path, "pending")
         else:
-            rows[v.name] = _row(v.name, v.path, marker["status"], this_run=False, error=marker.get("error", ""),
-                                **marker.get("result", {}))
+            rows[v.name] = _marker_row(job, marker, this_run=False)
     return jobs, rows
+
+
+def _marker_row(job: VideoJob, marker: dict, this_run: bool) -> dict:
+    return _row(job.video, job.input, marker["status"], this_run=this_run, error=marker.get("error", ""),
+                **marker.get("result", {}))
+
+
+def _settle_pending(jobs: Sequence[VideoJob], rows: dict) -> None:
+    """After Ctrl-C: a worker writes its video's marker before this process collects the result, so a video
+    can be finished on disk while its row still says pending; the marker decides, as a rerun's plan would."""
+    for job in jobs:
+        if rows[job.video]["status"] != "pending":
+            continue
+        state, marker = video_state(job.outputs, job.fingerprint)
+        if state is not VideoState.TODO:
+            rows[job.video] = _marker_row(job, marker, this_run=True)
 
 
 def _row(video: str, input_path: Path, status: str, this_run: bool | None = None, **fields) -> dict:
@@ -186,6 +201,7 @@ def _run(videos: Sequence[VideoInput], bases: dict, options: BatchOptions, table
                 seconds = write_batch_files()
     except KeyboardInterrupt:
         interrupted = True
+        _settle_pending(jobs, rows)
         # the stopped workers' staging folders: hidden, and a rerun clears them, but leave a tidy folder
         for job in jobs:
             if rows[job.video]["status"] == "pending" and job.outputs.folder.is_dir():

@@ -12,7 +12,7 @@ from stream_fer.batch.inputs import discover
 from stream_fer.batch.job import BatchSettings
 from stream_fer.batch.layout import output_bases
 from stream_fer.batch.markers import write_atomic, write_marker
-from stream_fer.batch.runner import BatchOptions, plan
+from stream_fer.batch.runner import BatchOptions, _settle_pending, plan
 
 
 @pytest.fixture()
@@ -50,6 +50,19 @@ def test_done_and_failed_videos_are_skipped_the_rest_is_run(batch):
     jobs, rows = plan(videos, bases, options)
     assert [j.video for j in jobs] == ["c.mp4"]
     assert rows["a.mp4"]["status"] == "done" and rows["a.mp4"]["frames"] == 5 and rows["a.mp4"]["this_run"] == "no"
+    assert rows["b.mp4"]["status"] == "failed" and rows["b.mp4"]["error"] == "not a readable video file"
+    assert rows["c.mp4"]["status"] == "pending"
+
+
+def test_after_ctrl_c_a_video_whose_worker_finished_is_not_left_pending(batch):
+    """A worker writes its marker before the batch process collects the result; Ctrl-C in between must not
+    leave the table saying pending for a finished video (a rerun would then disagree with it)."""
+    videos, bases, out = batch
+    options = BatchOptions(out_dir=out)
+    jobs, rows = plan(videos, bases, options)
+    _finish(videos, bases, options)  # a.mp4 and b.mp4 finished on disk, not yet collected
+    _settle_pending(jobs, rows)
+    assert rows["a.mp4"]["status"] == "done" and rows["a.mp4"]["frames"] == 5 and rows["a.mp4"]["this_run"] == "yes"
     assert rows["b.mp4"]["status"] == "failed" and rows["b.mp4"]["error"] == "not a readable video file"
     assert rows["c.mp4"]["status"] == "pending"
 
