@@ -275,7 +275,7 @@ def main(argv=None) -> int:
         return profile(args, engine, out_dir)
     where = machine()
     print(f"machine: {where}")
-    print(f"engine: {engine.name}; video: {args.video}")
+    print(f"engine: {engine.name} ({getattr(engine, 'model_dir', None) or 'default checkpoint'}); video: {args.video}")
 
     dec = decode_only(args.video, args.max_frames)
     print(dec.line())

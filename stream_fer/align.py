@@ -60,16 +60,20 @@ def frame_roi(matrix: np.ndarray, size: int, frame_shape: tuple[int, ...], margi
     return int(x0), int(y0), int(x1), int(y1)
 
 
-def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+def warp_crop(image: np.ndarray, matrix: np.ndarray, size: int, gray: bool = False) -> np.ndarray:
     """Warp `image` (frame pixels, any channel count) into a size x size crop with `matrix` (frame -> crop).
-    Reads only the crop's footprint; edges beyond the frame repeat the border pixels."""
+    Reads only the crop's footprint; edges beyond the frame repeat the border pixels. gray=True: the luminance
+    crop of an RGB image, converted before the warp (a third of the filtering work; within 2 grey levels of
+    converting after it)."""
     m = np.asarray(matrix, dtype=np.float64)
     roi = frame_roi(m, size, image.shape, margin=3)
     if roi is None:  # the face is entirely off the frame: nothing to read
-        shape = (size, size) + image.shape[2:]
+        shape = (size, size) + (() if gray else image.shape[2:])
         return np.zeros(shape, dtype=image.dtype)
     x0, y0, x1, y1 = roi
     patch = image[y0:y1, x0:x1]
+    if gray:
+        patch = to_gray(patch)
     # Frame -> patch coordinates: shift by the patch origin.
     m = m.copy()
     m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
@@ -94,7 +98,7 @@ def align_faces(rgb: np.ndarray, points: Sequence[np.ndarray],
     matrices = np.zeros((n, 2, 3), dtype=np.float64)
     for i, pts in enumerate(points):
         matrices[i] = alignment_matrix(pts, size=size)
-        crops[i] = to_gray(warp_crop(rgb, matrices[i], size))
+        crops[i] = warp_crop(rgb, matrices[i], size, gray=True)
     return crops, matrices
 
 

@@ -17,7 +17,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from stream_fer.align import crop_map_to_frame, frame_roi, to_gray, warp_crop
+from stream_fer.align import crop_map_to_frame, frame_roi, warp_crop
 from stream_fer.draw import au_colour, draw_au_regions, outline_au_regions
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS, aus_for
 from stream_fer.face.alignment import apply_affine
@@ -584,7 +584,7 @@ def explanation_panel(rgb: np.ndarray, face: FaceResult, crop_size: int = 48, ti
     title_h = round(font_px * 1.9)
     gap = max(4, tile // 32)
     m_tile = np.asarray(face.align_matrix, dtype=np.float64) * (tile / crop_size)  # frame -> tile-sized crop
-    gray = to_gray(warp_crop(rgb, m_tile, tile))
+    gray = warp_crop(rgb, m_tile, tile, gray=True)
     pts_tile = apply_affine(m_tile, face.landmarks)
     label = face.label
     k = class_names.index(label) if label in class_names else int(np.argmax(face.probs))
