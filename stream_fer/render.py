@@ -102,7 +102,9 @@ class _Layer:
     """A coverage mask in one colour at one opacity, premultiplied for compositing: out = dst * keep + add.
     Cached per (text or shape, colour, opacity), so drawing it costs four array operations."""
 
-    keep: np.ndarray  # (h, w, 1) float32: 1 - coverage * opacity
+    # (h, w, 3) float32: 1 - coverage * opacity, once per channel: numpy multiplies a uint8 (h, w, 3) by an
+    # (h, w, 3) array about 7x faster than by an (h, w, 1) one broadcast over the channels
+    keep: np.ndarray
     add: np.ndarray  # (h, w, 3) float32: colour * coverage * opacity, plus 0.5 to round on truncation
     dx: int  # the layer's top-left corner relative to where it is drawn
     dy: int
@@ -124,7 +126,7 @@ _SOLID_MIN_AREA = 4096  # px; below this the three array operations are cheaper 
 
 def _make_layer(mask: np.ndarray, colour: Colour, opacity: float, dx: int = 0, dy: int = 0) -> _Layer:
     a = mask.astype(np.float32)[..., None] * np.float32(opacity / 255.0)
-    keep, add = 1.0 - a, a * np.asarray(colour, dtype=np.float32) + np.float32(0.5)
+    keep, add = np.repeat(1.0 - a, 3, axis=2), a * np.asarray(colour, dtype=np.float32) + np.float32(0.5)
     keep.setflags(write=False)
     add.setflags(write=False)
     solid = solid_map = None
