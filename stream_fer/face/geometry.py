@@ -31,10 +31,13 @@ class Ellipse:
     angle: float  # radians, image coordinates
 
 
+_EYE_CORNERS = list(RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS)
+
+
 def face_frame(points: np.ndarray) -> FaceFrame:
-    pts = np.asarray(points, dtype=np.float64)[:, :2]
-    right_eye = pts[list(RIGHT_EYE_CORNERS)].mean(axis=0)
-    left_eye = pts[list(LEFT_EYE_CORNERS)].mean(axis=0)
+    # only the four eye corners, converted (not all 478 points: this runs several times per face and frame)
+    c = np.asarray(np.asarray(points)[_EYE_CORNERS, :2], dtype=np.float64)
+    right_eye, left_eye = (c[0] + c[1]) / 2, (c[2] + c[3]) / 2  # the mean of each eye's two corners
     delta = left_eye - right_eye
     iod = float(np.hypot(*delta))
     if not np.isfinite(iod) or iod < 1e-6:
