@@ -48,7 +48,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from stream_fer.frames import FrameResult
 from stream_fer.pipeline import Stage, run_pipeline, run_stages
-from stream_fer.sinks import VideoSink
+from stream_fer.sinks import DEFAULT_PRESET, VideoSink
 from stream_fer.sources import FileSource, RtspSource
 
 log = logging.getLogger("benchmarks.pipeline")
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     parser.add_argument("--landmarker", help="face_landmarker.task")
     parser.add_argument("--max-faces", type=int, default=1)
     parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--preset", default="superfast")
+    parser.add_argument("--preset", default=DEFAULT_PRESET)
     parser.add_argument("--crf", type=int, default=23)
     parser.add_argument("--rtsp", type=float, default=0.0, metavar="SECONDS",
                         help="also measure latency over a loopback RTSP stream at 30 fps for this long")

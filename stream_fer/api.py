@@ -38,6 +38,7 @@ import numpy as np
 
 from stream_fer.errors import StreamFerError
 from stream_fer.frames import Frame, FrameResult
+from stream_fer.sinks import DEFAULT_PRESET
 from stream_fer.sources import Source, VideoInfo
 
 if TYPE_CHECKING:
@@ -565,7 +566,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             threads: int = 1, landmarker: str | os.PathLike | None = None,
             overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
             max_frames: int | None = None, audio: bool = True, progress: bool = False, engine=None,
-            fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = "superfast",
+            fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = DEFAULT_PRESET,
             announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE,
             keep_rows: bool | None = None, pipeline: str = "threaded", analyzer: Analyzer | None = None) -> Results:
     """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an

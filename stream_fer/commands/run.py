@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # as engines.select.BACKENDS (not imported here: `--help` stays instant)
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda",
             "onnxruntime-cpu", "onnxruntime-int8")
+# as stream_fer.sinks.DEFAULT_PRESET (not imported here either)
+DEFAULT_PRESET = "ultrafast"
 OVERLAYS = {"box": "the face box", "label": "the label and its probability", "bars": "the probability bars",
             "attention": "the attention heatmap", "au_regions": "the AU regions and their names"}
 
@@ -67,7 +69,9 @@ def register(subparsers) -> None:
     video.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     video.add_argument("--no-audio", action="store_true", help="do not copy the input's audio")
     video.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default: 23)")
-    video.add_argument("--preset", default="superfast", help="x264 speed preset (default: superfast)")
+    video.add_argument("--preset", default=DEFAULT_PRESET,
+                       help=f"x264 speed preset (default: {DEFAULT_PRESET}: the least CPU; superfast or slower "
+                            "make smaller files for more CPU)")
     video.add_argument("--reconnect", type=int, default=5, metavar="N",
                        help="RTSP: reconnect attempts after the stream drops (default: 5)")
     video.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -264,3 +264,10 @@ def test_the_cli_offers_every_backend_the_selector_knows():
     from stream_fer.engines.select import BACKENDS
 
     assert CLI_BACKENDS == BACKENDS
+
+
+def test_the_cli_default_x264_preset_is_the_sinks_default():
+    from stream_fer.commands.run import DEFAULT_PRESET as CLI_PRESET
+    from stream_fer.sinks import DEFAULT_PRESET
+
+    assert CLI_PRESET == DEFAULT_PRESET
