@@ -1,41 +1,63 @@
 """Does the crop's own reading add to the trust score now that the label is the crop + mirror average?
 
-Validation split only (the test split is not read), product path, the shipped model and trust.json. The crop's
-own probabilities are recovered as 2 * average - mirror. Prints the 5-fold cross-validated AUROC of the shipped
-feature set, alone and with each candidate added, for three fold seeds.
+Validation split only (the test split is not read), product path, the shipped model and its trust.json. The
+crop's own probabilities are recovered as 2 * average - mirror. Prints the 5-fold cross-validated AUROC of
+the shipped feature set, alone and with each candidate added, for three fold seeds (RESULTS.md, "Trust: the
+crop's own reading beside the mirror's").
 
     python benchmarks/trust_views.py
 """
-import json, numpy as np
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
 from stream_fer.engines import default_model_dir
+from stream_fer.train import trust as T
 from stream_fer.train.data import load_ferplus
 from stream_fer.train.product_path import mirror_probs, run_split
-from stream_fer.train import trust as T
+
 from stream_fer.trust import calibrated
-md = default_model_dir()
-spec = json.loads((md / "trust.json").read_text())
-splits = load_ferplus(None)
-valid = run_split(splits["valid"], md)
-mir = mirror_probs(valid, md)
-sf = T.split_features(valid, spec, mir)
-keep = np.flatnonzero(T.labelled_found(valid))
-avg, m = valid.probs[keep].astype(np.float64), mir[keep].astype(np.float64)
-crop = np.clip(2 * avg - m, 1e-9, 1)
-crop /= crop.sum(axis=1, keepdims=True)
-temp = spec["temperature"]
-lab = avg.argmax(axis=1)
-cc = np.array([calibrated(c, temp)[l] for c, l in zip(crop, lab)])
-mc = np.array([calibrated(x, temp)[l] for x, l in zip(m, lab)])
-sf.table["crop_confidence"] = cc
-sf.table["min_view_confidence"] = np.minimum(cc, mc)
-sf.table["view_gap"] = np.abs(cc - mc)
-sf.table["view_label_agree"] = ((crop.argmax(1) == lab) & (m.argmax(1) == lab)).astype(float)
-for kind in ("expressive", "neutral"):
-    sel = sf.kind == kind; y = sf.right[sel]
-    base = tuple(spec["models"][kind]["features"])
-    print(kind, "n", sel.sum(), "shipped set", len(base))
-    for seed in (0, 1, 2):
-        row = [f"{T.cross_validated_auroc(T._matrix(sf, sel, base), y, seed=seed):.4f}"]
-        for extra in ("crop_confidence", "min_view_confidence", "view_gap", "view_label_agree"):
-            row.append(f"{extra} {T.cross_validated_auroc(T._matrix(sf, sel, base + (extra,)), y, seed=seed):.4f}")
-        print("  seed", seed, " ".join(row))
+
+CANDIDATES = ("crop_confidence", "min_view_confidence", "view_gap", "view_label_agree")
+
+
+def view_features(avg: np.ndarray, mirror: np.ndarray, temperature: float) -> dict[str, np.ndarray]:
+    """The candidates from the averaged and the mirror's probabilities (N, K) of the same faces."""
+    crop = np.clip(2 * avg - mirror, 1e-9, 1)
+    crop /= crop.sum(axis=1, keepdims=True)
+    label = avg.argmax(axis=1)
+    crop_conf = np.array([calibrated(c, temperature)[k] for c, k in zip(crop, label)])
+    mirror_conf = np.array([calibrated(m, temperature)[k] for m, k in zip(mirror, label)])
+    agree = (crop.argmax(axis=1) == label) & (mirror.argmax(axis=1) == label)
+    return {"crop_confidence": crop_conf, "min_view_confidence": np.minimum(crop_conf, mirror_conf),
+            "view_gap": np.abs(crop_conf - mirror_conf), "view_label_agree": agree.astype(float)}
+
+
+def main() -> int:
+    model_dir = default_model_dir()
+    spec = json.loads((model_dir / "trust.json").read_text())
+    valid = run_split(load_ferplus(None)["valid"], model_dir)
+    mirror = mirror_probs(valid, model_dir)
+    sf = T.split_features(valid, spec, mirror)
+    keep = np.flatnonzero(T.labelled_found(valid))
+    sf.table.update(view_features(valid.probs[keep].astype(np.float64), mirror[keep].astype(np.float64),
+                                  spec["temperature"]))
+    for kind in ("expressive", "neutral"):
+        sel = sf.kind == kind
+        y = sf.right[sel]
+        base = tuple(spec["models"][kind]["features"])
+        print(f"{kind}: n {int(sel.sum())}, shipped feature set of {len(base)}")
+        for seed in (0, 1, 2):
+            row = [f"shipped {T.cross_validated_auroc(T._matrix(sf, sel, base), y, seed=seed):.4f}"]
+            for extra in CANDIDATES:
+                auroc = T.cross_validated_auroc(T._matrix(sf, sel, base + (extra,)), y, seed=seed)
+                row.append(f"+{extra} {auroc:.4f}")
+            print(f"  fold seed {seed}: " + ", ".join(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
