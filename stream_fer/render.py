@@ -145,9 +145,15 @@ def _text_layer(text: str, size: int, stroke: int, colour: Colour, opacity: floa
     return _make_layer(mask, colour, opacity, dx, dy)
 
 
-@lru_cache(maxsize=2048)
-def _rounded_layer(w: int, h: int, radius: int, colour: Colour, opacity: float) -> _Layer:
+def _make_rounded_layer(w: int, h: int, radius: int, colour: Colour, opacity: float) -> _Layer:
     return _make_layer(_rounded_mask(w, h, radius), colour, opacity)
+
+
+# Two caches of rounded layers: the many small ones (bars, label pills) in a large one; the large ones (side
+# panels' backgrounds, about 1 MB each, whose size changes with the face's size, label and trust reason) in a
+# small one, so that a long video cannot fill memory with them.
+_rounded_layer = lru_cache(maxsize=2048)(_make_rounded_layer)
+_large_rounded_layer = lru_cache(maxsize=32)(_make_rounded_layer)
 
 
 def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
@@ -224,7 +230,8 @@ def fill_rounded(canvas: np.ndarray, x: int, y: int, w: int, h: int, radius: int
                  opacity: float = 1.0) -> None:
     if w < 1 or h < 1:
         return
-    _composite(canvas, int(x), int(y), _rounded_layer(int(w), int(h), int(radius), tuple(colour), float(opacity)))
+    make = _large_rounded_layer if w * h >= _SOLID_MIN_AREA else _rounded_layer
+    _composite(canvas, int(x), int(y), make(int(w), int(h), int(radius), tuple(colour), float(opacity)))
 
 
 @lru_cache(maxsize=4)
