@@ -132,6 +132,22 @@ def test_video_without_audio_copy(clips, tmp_path):
     assert len(decode_times(out)) == 5
 
 
+def _x264_options(path) -> str:
+    """The encoder settings x264 writes into the stream (its user-data SEI: 'options: cabac=0 ref=1 ...')."""
+    data = path.read_bytes()
+    start = data.index(b"options: ") + len(b"options: ")
+    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_annotated_videos_use_the_ultrafast_preset_unless_asked_otherwise(clips, tmp_path):
+    """The default trades file size for CPU per frame (stream_fer.sinks.DEFAULT_PRESET); --preset takes it back."""
+    _copy(clips[SAMPLE], tmp_path / "default.mp4", limit=3, copy_audio=False)
+    _copy(clips[SAMPLE], tmp_path / "superfast.mp4", limit=3, copy_audio=False, preset="superfast")
+    default, superfast = _x264_options(tmp_path / "default.mp4"), _x264_options(tmp_path / "superfast.mp4")
+    assert "cabac=0" in default.split() and "subme=0" in default.split()  # ultrafast's signature
+    assert "cabac=1" in superfast.split() and "subme=1" in superfast.split()
+
+
 def test_odd_frame_size_is_padded(tmp_path):
     src = synthetic_video(tmp_path / "odd.mp4", frames=4, size=(160, 120))
     with FileSource(src) as source:
