@@ -316,7 +316,7 @@ def averaged_label(out, mirror: np.ndarray) -> dict[str, dict[str, float]]:
     averaged = np.exp((np.log(np.clip(crop, 1e-12, 1)) + np.log(np.clip(mirrored, 1e-12, 1))) / 2)
     averaged /= averaged.sum(axis=1, keepdims=True)
     res = {}
-    for name, probs in (("crop (as shipped)", crop), ("crop + mirror averaged", averaged)):
+    for name, probs in (("crop alone (as shipped until session 6)", crop), ("crop + mirror averaged", averaged)):
         t = fit_temperature(probs, labels)
         q = scaled(probs, t)
         pred, srt, r = q.argmax(1), np.sort(q, axis=1), np.arange(len(q))
@@ -353,7 +353,9 @@ def main(argv=None) -> int:
     except (OSError, StreamFerError) as exc:
         print(f"trust candidates: {exc}", file=sys.stderr)
         return 2
-    valid = run_split(splits["valid"], args.model_dir)
+    # the crop alone, as the analyzer read a face when this study ran (session 5; RESULTS.md): run_split's
+    # default has averaged each crop with its mirror image since session 6, which the candidates here assume not
+    valid = run_split(splits["valid"], args.model_dir, mirror=False)
     mirror = mirror_probs(valid, args.model_dir)
     families, cost, y, base_features, rows, pred = candidate_table(valid, spec, mirror, args.model_dir)
     core = np.column_stack([base_features[k] for k in CORE])
