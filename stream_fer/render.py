@@ -178,13 +178,7 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
             if b > a:
                 _composite(canvas, x - layer.dx, y - layer.dy, layer.rows(a, b))
         return
-    if x >= 0 and y >= 0 and x + w <= W and y + h <= H:  # the usual case: wholly inside, no clipping
-        dst = canvas[y:y + h, x:x + w]
-        out = dst * layer.keep  # uint8 * float32 -> float32 in one pass
-        out += layer.add
-        np.copyto(dst, out, casting="unsafe")  # truncation; `add` carries the +0.5 that makes it rounding
-        return
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)  # clipped to the canvas
     if x1 <= x0 or y1 <= y0:
         return
     dst = canvas[y0:y1, x0:x1]
