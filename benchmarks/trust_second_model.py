@@ -26,6 +26,7 @@ from stream_fer.train.data import load_ferplus
 from stream_fer.train.product_path import mirror_probs, run_split
 
 from stream_fer.trust import calibrated
+from trust_views import print_additions  # the same table as benchmarks/trust_views.py
 
 CANDIDATES = ("second_confidence", "second_agrees", "second_distance")
 
@@ -55,19 +56,13 @@ def main(argv=None) -> int:
     p1, p2 = first.probs[keep].astype(np.float64), second.probs[keep].astype(np.float64)
     sf = T.split_features(first, spec, mirror_probs(first, model_dir))
     sf.table.update(second_features(p1, p2, T.fit_temperature(p2, labels)))
-    print(f"validation, product path: n {len(keep)}; accuracy {np.mean(p1.argmax(1) == labels):.4f} ({model_dir}), "
-          f"{np.mean(p2.argmax(1) == labels):.4f} ({args.second}), averaged {np.mean((p1 + p2).argmax(1) == labels):.4f}")
-    for kind in ("expressive", "neutral"):
-        sel = sf.kind == kind
-        y = sf.right[sel]
-        base = tuple(spec["models"][kind]["features"])
-        print(f"{kind}: n {int(sel.sum())}, {int((~y).sum())} wrong; the trust.json feature set of {len(base)}")
-        for seed in (0, 1, 2):
-            row = [f"as fitted {T.cross_validated_auroc(T._matrix(sf, sel, base), y, seed=seed):.4f}"]
-            for extra in CANDIDATES + ("all three",):
-                names = base + (CANDIDATES if extra == "all three" else (extra,))
-                row.append(f"+{extra} {T.cross_validated_auroc(T._matrix(sf, sel, names), y, seed=seed):.4f}")
-            print(f"  fold seed {seed}: " + ", ".join(row))
+    accuracy = {name: float(np.mean(p.argmax(1) == labels)) for name, p in (("first", p1), ("second", p2),
+                                                                              ("averaged", p1 + p2))}
+    print(f"validation, product path: n {len(keep)}; accuracy {accuracy['first']:.4f} ({model_dir}), "
+          f"{accuracy['second']:.4f} ({args.second}), the two averaged {accuracy['averaged']:.4f}")
+    additions = {f"+{c}": (c,) for c in CANDIDATES}
+    additions["+all three"] = CANDIDATES
+    print_additions(sf, spec, additions)
     return 0
 
 
