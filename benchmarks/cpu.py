@@ -48,10 +48,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from stream_fer.train.paths import shared_dir
+
 _HERE = Path(__file__).resolve().parent
 REPO_ROOT = _HERE.parent
 COMPARED = ("floor", "video", "data", "first")  # the runs --against repeats with the other tree
-DEFAULT_VIDEO = Path(os.environ.get("STREAM_FER_SHARED", "/work/shared")) / "videos" / "WolfgangLanger_Pexels.mp4"
+DEFAULT_VIDEO = shared_dir() / "videos" / "WolfgangLanger_Pexels.mp4"  # STREAM_FER_SHARED, else ../shared
 
 # The floor, run as its own process (start-up included, as for the product): decode + landmarks in one loop.
 FLOOR_CODE = r"""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import resource
 import sys
 from fractions import Fraction
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stream_fer.train.paths import shared_dir
 
-DEFAULT_VIDEO = Path(os.environ.get("STREAM_FER_SHARED", "/work/shared")) / "videos" / "WolfgangLanger_Pexels.mp4"
+DEFAULT_VIDEO = shared_dir() / "videos" / "WolfgangLanger_Pexels.mp4"  # STREAM_FER_SHARED, else ../shared
 CONFIGS = (("superfast", 23), ("superfast", 22), ("ultrafast", 23), ("ultrafast", 26))
 
 

@@ -18,25 +18,16 @@ import time
 from pathlib import Path
 
 # `python benchmarks/model_latency.py` puts this folder first on sys.path, where engines.py would shadow the
-# `engines` package; drop it.
+# `engines` package; drop it, and reach benchmarks/engines.py as `benchmarks.engines` from the repository root.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np
 
+from benchmarks.engines import bench_faces  # FER+ test faces, else random pixels
+
 BACKENDS = (("fp32", "onnxruntime-cpu", "model.onnx"), ("int8", "onnxruntime-int8", "int8/model.onnx"))
-
-
-def _faces(n: int = 64) -> np.ndarray:
-    try:
-        from stream_fer.train.export import ferplus_faces
-
-        faces = ferplus_faces(n)
-        if len(faces) == n:
-            return faces
-    except ImportError:
-        pass
-    return np.random.default_rng(0).integers(0, 256, (n, 48, 48), dtype=np.uint8)  # speed ignores pixels
 
 
 def _per_call(infer, chunks: list[np.ndarray], calls: int) -> tuple[float, float]:
@@ -58,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args(argv)
 
-    faces = _faces()
+    faces, _ = bench_faces(64)
     dirs = {"new": args.model, "old": args.against}
     ratios = {}
     print(f"new: {args.model}\nold: {args.against}\none thread, {args.rounds} rounds alternating, "
