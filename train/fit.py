@@ -60,6 +60,9 @@ class FitConfig:
     # batch: one teacher pass per face per run instead of one per step (a flip teacher's two passes per step
     # are about 40% of a step's CPU). Augmentation barely moves a face's expression distribution.
     distill_cached: bool = False
+    # What the network is trained and validated on: "raw" FER+ images, or "aligned": each face as the product's
+    # aligned crop with its AU map from the crop's landmarks (train/aligned.py).
+    inputs: str = "raw"
 
 
 def stored_settings(stored: dict | None) -> dict | None:
@@ -134,8 +137,9 @@ def cached_teacher_logits(run_dir: Path, teacher_path: str, teacher, images: tor
     and kept in the run folder under the teacher file's digest, so a resumed run reads them back."""
     import hashlib
 
-    digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()[:12]
-    path = run_dir / f"teacher_logits-{digest}-{len(images)}.npy"
+    digest = hashlib.sha256(Path(teacher_path).read_bytes())
+    digest.update(images.numpy().tobytes())  # raw and aligned inputs are other faces
+    path = run_dir / f"teacher_logits-{digest.hexdigest()[:12]}-{len(images)}.npy"
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
     out = []
@@ -205,6 +209,14 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
     splits = splits or load_ferplus(data)
+    if cfg.inputs == "aligned":
+        from stream_fer.train.aligned import aligned_splits
+
+        splits, cache = aligned_splits(splits)
+    elif cfg.inputs != "raw":
+        from stream_fer.errors import StreamFerError
+
+        raise StreamFerError(f"--inputs {cfg.inputs!r}: expected raw or aligned")
     cache = cache or load_cache()
     train_maps, train_valid = split_maps(splits["train"], cache)
     val_split = splits["valid"]
