@@ -217,8 +217,8 @@ def profile(args, engine, out_dir: Path) -> int:
             per_frame[f"{Path(file).stem}.{name}"] = per_frame.get(f"{Path(file).stem}.{name}", 0.0) + ct
     print("stages (cumulative thread-CPU ms per frame): "
           + ", ".join(f"{k} {v / n * 1000:.2f}" for k, v in per_frame.items()))
-    print(f"top {args.top} functions by own thread-CPU time:")
-    stats.sort_stats("tottime").print_stats(args.top)
+    print(f"top {args.top} functions by {'own' if args.sort == 'tottime' else 'cumulative'} thread-CPU time:")
+    stats.sort_stats(args.sort).print_stats(args.top)
     return 0
 
 
@@ -260,6 +260,8 @@ def main(argv=None) -> int:
                         help="cProfile the stages run one after another in one thread; print the top functions")
     parser.add_argument("--csv-only", action="store_true", help="with --profile: the data-only path (CSV rows)")
     parser.add_argument("--top", type=int, default=25, help="with --profile: how many functions to list")
+    parser.add_argument("--sort", choices=("tottime", "cumulative"), default="tottime",
+                        help="with --profile: order by a function's own time or with its callees'")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

@@ -24,20 +24,19 @@ def template() -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 least-squares similarity (rotation, uniform scale, translation) mapping src onto dst
-    (Umeyama's method, no reflection)."""
+    """The 2x3 least-squares similarity (rotation, uniform scale, translation) mapping src onto dst, no
+    reflection. In 2-D it has a closed form: with both point sets centred, the matrix is [[a, -b], [b, a]]
+    with a = sum(s . d) / sum(|s|^2), b = sum(s x d) / sum(|s|^2) (the same optimum as Umeyama's SVD
+    method, a tenth of its cost)."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
     mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
     s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ sign @ vt
-    var = (s0**2).sum() / len(src)
-    scale = float(np.trace(np.diag(sig) @ sign) / max(var, 1e-12))
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rot
+    var = max(float((s0 * s0).sum()), 1e-12)
+    a = float((s0 * d0).sum()) / var
+    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum()) / var
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = ((a, -b), (b, a))
     matrix[:, 2] = mu_d - matrix[:, :2] @ mu_s
     return matrix
 
