@@ -152,3 +152,19 @@ def test_cached_teacher_refuses_mixup(tmp_path, small_splits, small_cache):
     with pytest.raises(StreamFerError, match="mixup"):
         fit(tmp_path / "run", cfg, model_cfg=TINY, device="cpu", progress=False, splits=small_splits,
             cache=small_cache)
+
+
+def test_sharpened_vote_distributions_keep_the_majority_and_move_mass_to_it(small_splits, small_cache):
+    from stream_fer.train.au_targets import split_maps
+    from stream_fer.train.fit import TrainingData, sharpened
+
+    d = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(sharpened(d, 2), [[0.36 / 0.46, 0.09 / 0.46, 0.01 / 0.46], [0.5, 0.5, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(sharpened(d, 1), d, atol=1e-6)
+    split = small_splits["train"]
+    maps, valid = split_maps(split, small_cache)
+    plain = TrainingData(split, maps, valid, FitConfig()).targets.numpy()
+    sharp = TrainingData(split, maps, valid, FitConfig(target_power=2)).targets.numpy()
+    np.testing.assert_allclose(sharp.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(sharp.argmax(axis=1), plain.argmax(axis=1))
+    assert (sharp.max(axis=1) >= plain.max(axis=1) - 1e-6).all() and (sharp.max(axis=1) > plain.max(axis=1)).any()
