@@ -219,15 +219,15 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     torch.manual_seed(cfg.seed)
-    splits = splits or load_ferplus(data)
-    if cfg.inputs == "aligned":
-        from stream_fer.train.aligned import aligned_splits
+    from stream_fer.train.aligned import INPUTS, aligned_splits
 
-        splits, cache = aligned_splits(splits)
-    elif cfg.inputs != "raw":
+    if cfg.inputs not in INPUTS:  # before the data are read: a typo costs no minutes
         from stream_fer.errors import StreamFerError
 
-        raise StreamFerError(f"--inputs {cfg.inputs!r}: expected raw or aligned")
+        raise StreamFerError(f"--inputs {cfg.inputs!r}: expected {' or '.join(INPUTS)}")
+    splits = splits or load_ferplus(data)
+    if cfg.inputs == "aligned":
+        splits, cache = aligned_splits(splits)
     cache = cache or load_cache()
     train_maps, train_valid = split_maps(splits["train"], cache)
     val_split = splits["valid"]
