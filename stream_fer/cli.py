@@ -10,6 +10,7 @@ import argparse
 import gc
 import importlib
 import logging
+import os
 import sys
 
 from stream_fer import __version__
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     """The program (argv None: sys.argv, the process's own command line) or one command in this process."""
     if argv is not None:
         return _main(argv)
+    if sys.argv[1:2] != ["train"]:
+        # numpy is not loaded yet: OpenBLAS then starts no worker threads, whose spinning after the small
+        # matrix products of the analysis cost about 0.5 ms of CPU per frame (benchmarks/RESULTS.md, session 11;
+        # stream_fer.pipeline also limits BLAS while it runs, for the API). A user's own setting wins.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         return _main(sys.argv[1:])
     finally:

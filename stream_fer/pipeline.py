@@ -335,7 +335,7 @@ def run_stages(source: Source, stages: Sequence[Stage], sinks: Sequence, *, max_
             run.abort.set()
 
     bar = _progress_bar(source, progress)
-    with _sigint_calls(interrupt), _opencv_single_threaded():
+    with _sigint_calls(interrupt), _native_single_threaded():
         try:
             for t in threads:
                 t.start()
@@ -405,7 +405,7 @@ def run_sequential(source: Source, stages: Sequence[Stage], sinks: Sequence, *, 
                         "(Ctrl-C again to stop at once)")
 
     bar = _progress_bar(source, progress)
-    with _sigint_calls(interrupt), _opencv_single_threaded():
+    with _sigint_calls(interrupt), _native_single_threaded():
         try:
             frames = iter(source)
             while interrupts[0] == 0 and (max_frames is None or counts["in"] < max_frames):
@@ -469,20 +469,30 @@ def check_pipeline(name: str) -> Callable[..., PipelineStats]:
 
 
 @contextlib.contextmanager
-def _opencv_single_threaded():
-    """While the pipeline runs, OpenCV works in the calling stage's thread: the stages already keep the
-    cores busy, and OpenCV's own worker pool would only add wake-ups and hand-offs (CPU, not speed)."""
-    try:
-        import cv2
-    except ImportError:
+def _native_single_threaded():
+    """While the pipeline runs, OpenCV and numpy's BLAS work in the calling stage's thread: the stages already
+    keep the cores busy, and the libraries' own worker pools would only add wake-ups and hand-offs (CPU, not
+    speed). OpenBLAS's workers spin after every small matrix product (the AU maps' blur, the attention shares):
+    about 0.5 ms of CPU per frame of a data-only run (benchmarks/RESULTS.md, session 11)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            import cv2
+        except ImportError:
+            pass
+        else:
+            previous = cv2.getNumThreads()
+            cv2.setNumThreads(0)  # 0: every OpenCV function runs sequentially in its caller
+            stack.callback(cv2.setNumThreads, previous)
+        stack.enter_context(single_threaded_blas())
         yield
-        return
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(0)  # 0: every OpenCV function runs sequentially in its caller
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
+
+
+def single_threaded_blas():
+    """A context manager (threadpoolctl) limiting the BLAS libraries numpy uses to one thread, restored after;
+    also callable once for the rest of the process (the app's server)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @contextlib.contextmanager

@@ -284,3 +284,32 @@ def test_rows_only_skip_the_render_stage_and_keep_every_value(clips, tmp_path, l
     assert "render" in [s.name for s in with_video.stages]
     assert all(annotated is not None for _, _, annotated in full.items)
     assert [to_row(r) for _, r, _ in rows_only.items] == [to_row(r) for _, r, _ in full.items]
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.parametrize("runner", ["threaded", "sequential"])
+def test_numpys_blas_runs_single_threaded_while_the_pipeline_runs_and_is_restored_after(runner):
+    # OpenBLAS's idle workers spin after every small matrix product; the stages already use the cores
+    from threadpoolctl import threadpool_limits
+
+    from stream_fer.pipeline import RUNNERS
+
+    seen = []
+
+    def note(frame, value):
+        np.ones((64, 64)) @ np.ones((64, 64))  # a real BLAS call from the stage's thread
+        seen.append(_blas_threads())
+        return value
+
+    assert _blas_threads(), "numpy's wheel bundles OpenBLAS; threadpoolctl should see it"
+    with threadpool_limits(limits=2, user_api="blas"):
+        source = ListSource(12)
+        source.open()
+        RUNNERS[runner](source, [Stage("landmarks", note), *_trivial_stages()[1:]], [ListSink()])
+        assert seen and all(threads == [1] * len(threads) for threads in seen)
+        assert _blas_threads() == [2] * len(_blas_threads())
