@@ -693,7 +693,9 @@ class Analyzer:
                 result, annotated = a.process(rgb, annotate=True)
 
     `mode`: "video" (consecutive frames; MediaPipe tracks faces between them) or "image" (independent
-    pictures). Other options as for analyze()."""
+    pictures). Other options as for analyze(). For the least CPU in a loop of your own, start Python with
+    OPENBLAS_NUM_THREADS=1 (as the stream-fer program does): numpy's BLAS workers otherwise spin after the small
+    matrix products of each face."""
 
     def __init__(self, *, max_faces: int = 1, smoothing: str = "ema", smoothing_strength: float = 0.6,
                  backend: str = "auto", model: str | os.PathLike | None = None, threads: int = 1,
