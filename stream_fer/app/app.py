@@ -281,8 +281,8 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, backend: str = "au
         log.warning("serving on %s: anyone who can reach this address can use the app", host)
     check_port_free(host, port)
     from stream_fer.app.visitors import limit_malloc_arenas
-    from stream_fer.pipeline import single_threaded_blas
     from stream_fer.model_files import resolve_landmarker
+    from stream_fer.pipeline import single_threaded_blas
 
     limit_malloc_arenas()  # before the server's worker threads exist: RSS follows the visitors, not the requests
     single_threaded_blas()  # for the whole server: each visitor's analysis is one thread already
