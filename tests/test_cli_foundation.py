@@ -3,6 +3,10 @@ bad input answered with one clear line on stderr and a non-zero exit, never a tr
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -151,3 +155,21 @@ def test_run_is_the_default_subcommand(argv, expected):
     from stream_fer.cli import _with_default_command
 
     assert _with_default_command(argv) == expected
+
+
+@pytest.mark.parametrize("argv, preset, expected", [
+    (["--help"], None, "1"),  # the program: numpy's OpenBLAS starts no spinning workers
+    (["--help"], "3", "3"),  # a user's own setting wins
+    (["train", "--help"], None, None),  # training leaves the BLAS threads to torch and numpy's defaults
+])
+def test_the_program_keeps_openblas_to_one_thread_unless_told_otherwise(argv, preset, expected):
+    code = ("import os, sys\n"
+            f"sys.argv = ['stream-fer', *{argv!r}]\n"
+            "from stream_fer import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('OPENBLAS=' + str(os.environ.get('OPENBLAS_NUM_THREADS')))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert f"OPENBLAS={expected}" in out.stdout.splitlines()
