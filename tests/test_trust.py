@@ -71,7 +71,7 @@ def test_a_split_prediction_is_not_trusted_and_says_between_what(model):
     p = probs(happiness=0.45, surprise=0.4)
     t = happy(p, mirror=p, model=model)
     sure = happy(probs(happiness=0.95), mirror=probs(happiness=0.95), model=model)
-    assert t.score < 0.7 and t.score < sure.score - 0.25
+    assert t.score < 0.75 and t.score < sure.score - 0.25
     assert t.reason == "split: happiness / surprise"
 
 
@@ -100,11 +100,18 @@ def test_instability_over_recent_frames_scales_the_score_and_is_named(model):
     assert flicker.reason == "unstable over recent frames"
 
 
-def test_neutral_needs_no_cosine_and_moving_muscles_lower_it(model):
+def test_neutral_needs_no_cosine_and_reads_moving_muscles_only_if_fitted_to(model):
+    """A neutral face has no AU regions, so no cosine. The blendshapes' activity is a candidate feature for
+    neutral predictions; `python -m train trust` keeps it only where it helps on validation (the shipped
+    model's feature set decides), and a kept one lowers the score when muscles move."""
     p = probs(neutral=0.8)
     calm = trust(p, CLASS_NAMES, {}, None, RELAXED, model=model, mirror_probs=p)
     busy = trust(p, CLASS_NAMES, {}, None, {**RELAXED, **SMILE}, model=model, mirror_probs=p)
-    assert 0.0 <= busy.score < calm.score <= 1.0
+    assert 0.0 <= busy.score <= calm.score <= 1.0
+    if "blendshape_activity" in model.spec["models"]["neutral"]["features"]:
+        assert busy.score < calm.score and busy.reason == "blendshapes show expression"
+    else:
+        assert busy.score == calm.score
 
 
 def test_the_score_is_the_stored_logistic_regression(model):

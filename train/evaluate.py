@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from stream_fer.errors import StreamFerError
 from stream_fer.face.classes import CLASS_NAMES, NUM_CLASSES
+from stream_fer.train.aligned import INPUTS, aligned_splits
 from stream_fer.train.au_targets import split_maps
 from stream_fer.train.checkpoint import load_model
 from stream_fer.train.data import FerSplit, load_ferplus
@@ -187,6 +188,9 @@ def register(sub) -> None:
     parser.add_argument("--crop-only", action="store_true",
                         help="with --product-path: the crop alone, not averaged with its mirror image as the "
                              "analyzer reads a face (before session 6 it read the crop alone)")
+    parser.add_argument("--inputs", choices=INPUTS,
+                        help="without --product-path: the raw 48 x 48 FER+ images, or each face as the product's "
+                             "aligned crop (train/aligned.py); default: what the checkpoint was trained on")
     parser.set_defaults(handler=_eval)
 
 
@@ -208,17 +212,28 @@ def _eval_product_path(args) -> int:
     return 0
 
 
+def trained_inputs(state: dict) -> str:
+    """The inputs a checkpoint was trained on (`fit --inputs`); checkpoints from before the option: raw."""
+    return (state.get("fit_config") or {}).get("inputs", "raw")
+
+
 def _eval(args) -> int:
     if args.product_path:
         return _eval_product_path(args)
     if args.checkpoint is None:
         raise StreamFerError("eval needs --checkpoint (or --product-path to evaluate the exported engine)")
-    model, _ = load_model(args.checkpoint, args.device)
+    model, state = load_model(args.checkpoint, args.device)
+    inputs = args.inputs or trained_inputs(state)
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
-    metrics, arrays = evaluate_split(model, split, cache_for(split), args.device)
-    metrics = {"checkpoint": args.checkpoint.name, "split": args.split, **metrics}
+    if inputs == "aligned":
+        split, cache = aligned_splits({args.split: split}, names=(args.split,))
+        split = split[args.split]
+    else:
+        cache = cache_for(split)
+    metrics, arrays = evaluate_split(model, split, cache, args.device)
+    metrics = {"checkpoint": args.checkpoint.name, "split": args.split, "inputs": inputs, **metrics}
     if args.sample:
         metrics["sample"] = sample_metrics(arrays, args.sample)
     print(format_report(metrics))

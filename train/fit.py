@@ -21,7 +21,7 @@ from stream_fer.train.augment import AugmentConfig, augment_batch
 from stream_fer.train.checkpoint import cpu_state, load_model, read_checkpoint, save_checkpoint
 from stream_fer.train.data import class_counts, load_ferplus
 from stream_fer.train.landmarks import load_cache
-from stream_fer.train.levers import distillation_loss, kl_to, make_ema, mixup, nnldl_targets
+from stream_fer.train.levers import distillation_loss, ensemble_logits, kl_to, make_ema, mixup, nnldl_targets
 from stream_fer.train.loss import au_guided_loss
 from stream_fer.train.model import ModelConfig, build_model, count_macs, normalise
 from stream_fer.train.paths import train_cache
@@ -56,7 +56,7 @@ class FitConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of image and AU map
     nnldl_k: int = 0  # nearest-neighbour label distributions (RALD): k neighbours in the batch
     nnldl_weight: float = 1.0
-    distill_from: str = ""  # teacher checkpoint
+    distill_from: str = ""  # teacher checkpoint; several, comma-separated: their averaged probabilities
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
     # The teacher's predictions computed once per training face (un-augmented) instead of on every augmented
@@ -135,30 +135,37 @@ def init_weights(model, path: str) -> None:
     log.info("initialised from %s (epoch %s)", path, state.get("epoch"))
 
 
-def load_teacher(path: str, device):
-    """A frozen teacher for distillation: any stream-fer checkpoint with the same classes and input size."""
-    teacher, _ = load_model(path, device=str(device))
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+class Teacher:
+    """A frozen teacher for distillation: one stream-fer checkpoint of any size with the same classes and input
+    size, or several (`distill_from` comma-separated) read as one, the average of their probabilities."""
+
+    def __init__(self, distill_from: str, device):
+        self.paths = [p.strip() for p in distill_from.split(",") if p.strip()]
+        self.models = [load_model(p, device=str(device))[0] for p in self.paths]
+        for model in self.models:
+            for p in model.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, dev) -> torch.Tensor:
+        """Logits for [0, 1] images (N, 1, H, W), each model fed as its own config normalises."""
+        return ensemble_logits([m(_model_input(images, m.config, dev))[0].float() for m in self.models])
 
 
-def cached_teacher_logits(run_dir: Path, teacher_path: str, teacher, images: torch.Tensor, dev) -> torch.Tensor:
+def cached_teacher_logits(run_dir: Path, teacher: Teacher, images: torch.Tensor, dev) -> torch.Tensor:
     """The teacher's logits for every training face as it is stored (uint8, un-augmented), computed once
-    and kept in the run folder under the teacher file's digest, so a resumed run reads them back."""
+    and kept in the run folder under the teacher files' digest, so a resumed run reads them back."""
     import hashlib
 
-    digest = hashlib.sha256(Path(teacher_path).read_bytes())
+    digest = hashlib.sha256()
+    for path in teacher.paths:
+        digest.update(Path(path).read_bytes())
     digest.update(images.numpy().tobytes())  # raw and aligned inputs are other faces
     path = run_dir / f"teacher_logits-{digest.hexdigest()[:12]}-{len(images)}.npy"
     if path.exists():
         return torch.from_numpy(np.load(path, allow_pickle=False))
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), 256):
-            x = _model_input(images[i : i + 256].float().div(255).unsqueeze(1), teacher.config, dev)
-            out.append(teacher(x)[0].float().cpu())
-    logits = torch.cat(out)
+    logits = torch.cat([teacher(images[i : i + 256].float().div(255).unsqueeze(1), dev).cpu()
+                        for i in range(0, len(images), 256)])
     tmp = path.with_name(path.stem + ".part.npy")
     np.save(tmp, logits.numpy())
     tmp.replace(path)
@@ -243,14 +250,14 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
         init_weights(model, cfg.init_from)
     optimizer = make_optimizer(model, cfg)
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
-    teacher = load_teacher(cfg.distill_from, dev) if cfg.distill_from else None
+    teacher = Teacher(cfg.distill_from, dev) if cfg.distill_from else None
     cached_teacher = None
     if teacher is not None and cfg.distill_cached:
         if cfg.mixup:
             from stream_fer.errors import StreamFerError
 
             raise StreamFerError("--distill-cached cannot follow mixup's blended faces; use the online teacher")
-        cached_teacher = cached_teacher_logits(run_dir, cfg.distill_from, teacher, data_t.images, dev)
+        cached_teacher = cached_teacher_logits(run_dir, teacher, data_t.images, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
     generator = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history, best = 0, [], -1.0
@@ -309,8 +316,8 @@ def fit(run_dir: Path, cfg: FitConfig, model_cfg: ModelConfig = ModelConfig(), d
                 loss = loss + cfg.distill_weight * distillation_loss(
                     logits, cached_teacher[idx].to(dev), cfg.distill_temperature)
             elif teacher is not None:
-                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
-                    teacher_logits = teacher(_model_input(images, teacher.config, dev))[0].float()
+                with torch.autocast(dev.type, dtype=torch.float16, enabled=dev.type == "cuda"):
+                    teacher_logits = teacher(images, dev)
                 loss = loss + cfg.distill_weight * distillation_loss(logits, teacher_logits, cfg.distill_temperature)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -9,7 +9,8 @@
   the model's own predictions of its k most similar faces in the batch (cosine of pooled features),
   weighted by that similarity, form a pseudo label distribution D; the loss adds KL(D || P) (`nnldl_k`).
 - distillation from a teacher checkpoint (any size): KL between the teacher's and the student's
-  temperature-softened predictions on the same augmented batch, times T^2 (`distill_from`).
+  temperature-softened predictions on the same augmented batch, times T^2 (`distill_from`). Several
+  checkpoints, comma-separated, form one teacher: the average of their probabilities (`ensemble_logits`).
 """
 
 from __future__ import annotations
@@ -62,3 +63,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """Hinton et al.'s soft-target term: T^2 KL(softmax(t/T) || softmax(s/T))."""
     t = temperature
     return kl_to(F.softmax(teacher_logits.detach() / t, dim=1), student_logits / t) * t * t
+
+
+def ensemble_logits(logits: list[torch.Tensor]) -> torch.Tensor:
+    """One teacher from several: the log of their averaged probabilities (what benchmarks/ensemble.py
+    measures), as logits. One teacher's logits are returned as they are (the softmax is shift-invariant)."""
+    if len(logits) == 1:
+        return logits[0]
+    log_p = torch.stack([F.log_softmax(x.float(), dim=1) for x in logits])
+    return torch.logsumexp(log_p, dim=0) - float(np.log(len(logits)))

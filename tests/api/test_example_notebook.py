@@ -3,6 +3,7 @@ sample clip with the real model and MediaPipe, and writes what it says it writes
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -24,4 +25,6 @@ def test_the_example_notebook_runs_end_to_end(sample_video, landmarker_model, tm
     assert "most confident: happiness" in out  # the sample ends in a broad laugh
     assert "track 1:" in out and "low_trust_share" in out
     last = out.strip().splitlines()[-1]  # the lazily analysed first 12 frames: her hand at her mouth
-    assert last.startswith("[") and last.count("'neutral'") >= 6
+    labels = ast.literal_eval(last)
+    # a face half hidden, read as a close call between neutral and surprise (no smile, no other expression)
+    assert len(labels) == 12 and set(labels) <= {"neutral", "surprise"} and "neutral" in labels, labels

@@ -59,6 +59,8 @@ def test_eval_json_is_what_the_eval_command_produces(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     fresh = json.loads(out.read_text())
+    # the default model was trained on the product's aligned crops, and eval feeds it those unless told otherwise
+    assert fresh["inputs"] == shipped["inputs"] == "aligned"
     assert fresh["n"] == sample["n"]
     assert fresh["confusion"] == sample["confusion"]
     assert fresh["accuracy"] == pytest.approx(sample["accuracy"], abs=1e-9)

@@ -8,7 +8,7 @@ import torch
 
 from stream_fer.train.checkpoint import read_checkpoint, save_checkpoint
 from stream_fer.train.fit import FitConfig, fit
-from stream_fer.train.levers import distillation_loss, kl_to, mixup, nnldl_targets
+from stream_fer.train.levers import distillation_loss, ensemble_logits, kl_to, mixup, nnldl_targets
 from stream_fer.train.model import ModelConfig, build_model
 
 TINY = ModelConfig(widths=(16, 32, 32), stem_channels=8)
@@ -40,6 +40,38 @@ def test_kl_and_distillation_terms():
     assert loss.shape == () and loss.item() > 0
     loss.backward()
     assert logits.grad.shape == (2, 3)
+
+
+def test_an_ensemble_teacher_is_the_average_of_its_members_probabilities():
+    a = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.2, 0.6]]))
+    b = torch.log(torch.tensor([[0.1, 0.8, 0.1], [0.2, 0.4, 0.4]])) + 5.0  # a shift changes no probability
+    mean = ensemble_logits([a, b]).softmax(1)
+    assert torch.allclose(mean, torch.tensor([[0.4, 0.5, 0.1], [0.2, 0.3, 0.5]]), atol=1e-6)
+    assert torch.equal(ensemble_logits([a]), a)  # one teacher: its logits as they are
+
+
+def test_a_teacher_of_two_checkpoints_distils_their_average(tmp_path, small_splits, small_cache):
+    from stream_fer.train.fit import Teacher, TrainingData
+    from stream_fer.train.au_targets import split_maps
+    from stream_fer.train.model import normalise
+
+    torch.manual_seed(0)
+    one, two = build_model(TINY).eval(), build_model(ModelConfig(widths=(8, 16, 16), stem_channels=8)).eval()
+    paths = [save_checkpoint(tmp_path / f"t{i}.pt", m) for i, m in enumerate((one, two))]
+    cfg = FitConfig(epochs=2, batch_size=32, seed=1, distill_from=",".join(map(str, paths)), distill_cached=True)
+    result = fit(tmp_path / "pair", cfg, model_cfg=TINY, device="cpu", progress=False, splits=small_splits,
+                 cache=small_cache)
+    assert len(result["history"]) == 2
+    (stored,) = (tmp_path / "pair").glob("teacher_logits-*.npy")
+    images = TrainingData(small_splits["train"], *split_maps(small_splits["train"], small_cache), cfg).images
+    with torch.no_grad():
+        x = images[:40]
+        expected = (one(normalise(x, one.config))[0].softmax(1) + two(normalise(x, two.config))[0].softmax(1)) / 2
+    assert torch.allclose(torch.from_numpy(np.load(stored))[:40].softmax(1), expected, atol=1e-5)
+    teacher = Teacher(cfg.distill_from, "cpu")  # online (not cached): the same average on any batch
+    assert len(teacher.models) == 2
+    assert torch.allclose(teacher(x.float().div(255).unsqueeze(1), torch.device("cpu")).softmax(1), expected,
+                          atol=1e-5)
 
 
 def test_mixup_blends_image_map_targets_and_weights_alike():
@@ -118,7 +150,7 @@ def test_a_training_map_with_a_nan_pixel_counts_as_no_map():
 
 def test_cached_teacher_logits_are_the_teachers_on_the_unaugmented_faces_and_are_reused(tmp_path, small_splits,
                                                                                          small_cache):
-    from stream_fer.train.fit import TrainingData, cached_teacher_logits
+    from stream_fer.train.fit import Teacher, TrainingData, cached_teacher_logits
     from stream_fer.train.au_targets import split_maps
     from stream_fer.train.model import normalise
 
@@ -140,7 +172,7 @@ def test_cached_teacher_logits_are_the_teachers_on_the_unaugmented_faces_and_are
     assert torch.allclose(logits[:40], expected, atol=1e-4)
     # a resumed run reads them back instead of running the teacher again
     np.save(stored, np.zeros_like(np.load(stored)))
-    again = cached_teacher_logits(tmp_path / "cached", str(teacher_path), teacher, images, torch.device("cpu"))
+    again = cached_teacher_logits(tmp_path / "cached", Teacher(str(teacher_path), "cpu"), images, torch.device("cpu"))
     assert float(again.abs().sum()) == 0.0
 
 
