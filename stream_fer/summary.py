@@ -28,8 +28,9 @@ wherever the results carry it; the app uses the same rule.
 
 LOW_TRUST_COSINE = 0.7, from the model's own validation data (benchmarks/low_trust_threshold.py): every
 FER+ validation face run through the product path, its run-time cosine taken against the AU map of the
-predicted label. 98% of right predictions reach 0.71 (their 2nd percentile); of the faces below 0.7, 64%
-are right, against 87% above it (2.6% of the expressive predictions fall below). It is also where the
+predicted label. With the session-12 model, 98% of right predictions reach 0.72 (their 2nd percentile); of the
+faces below 0.7, 59% are right, against 87% above it (2.2% of the expressive predictions fall below; the
+previous default: 0.71, 64%, 87%, 2.6%). It is also where the
 app's wording changes from "looks where the expression's AUs are" to "partly on the expression's AUs". A
 low-trust frame may well be right: the model did not look where it was taught to for that expression.
 """
