@@ -23,7 +23,7 @@ The video itself (frames, duration, share of frames with a face, tracks) is in `
 
 LOW_TRUST_SCORE = 0.5: the trust score estimates the chance that the label is right (its calibration error
 on FER+ test is 0.03, engines/default/MODEL_CARD.md), so below 0.5 the label is more likely wrong than right.
-It predicts wrong labels far better than the cosine does (AUROC 0.88 against 0.68), so it is the rule
+It predicts wrong labels far better than the cosine does (AUROC 0.875 against 0.665), so it is the rule
 wherever the results carry it; the app uses the same rule.
 
 LOW_TRUST_COSINE = 0.7, from the model's own validation data (benchmarks/low_trust_threshold.py): every
