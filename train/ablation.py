@@ -46,7 +46,8 @@ def markdown(rows: list[dict]) -> str:
         if levers.get("nnldl_k"):
             parts.append(f"NNLDL k={levers['nnldl_k']}")
         if levers.get("distill_from"):
-            parts.append(f"KD from {Path(levers['distill_from']).stem}")
+            teachers = [Path(t).stem for t in levers["distill_from"].split(",") if t.strip()]
+            parts.append(f"KD from {' + '.join(teachers)}")
         return ", ".join(parts)
 
     lines = ["| run | recipe | epochs done | best epoch | valid acc | valid acc, raw weights | valid ATT-cos "

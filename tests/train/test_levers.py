@@ -62,6 +62,9 @@ def test_a_teacher_of_two_checkpoints_distils_their_average(tmp_path, small_spli
     result = fit(tmp_path / "pair", cfg, model_cfg=TINY, device="cpu", progress=False, splits=small_splits,
                  cache=small_cache)
     assert len(result["history"]) == 2
+    from stream_fer.train.ablation import markdown, run_row
+
+    assert "KD from t0 + t1" in markdown([run_row(tmp_path / "pair")])  # the ablation table names both
     (stored,) = (tmp_path / "pair").glob("teacher_logits-*.npy")
     images = TrainingData(small_splits["train"], *split_maps(small_splits["train"], small_cache), cfg).images
     with torch.no_grad():
