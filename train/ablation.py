@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from stream_fer.errors import StreamFerError
+from stream_fer.train.fit import teacher_paths
 
 # FitConfig fields that describe a lever, in the order the table names them
 _LEVERS = ("lam", "epochs", "lr", "init_from", "ema_decay", "mixup", "nnldl_k", "distill_from", "seed")
@@ -46,7 +47,7 @@ def markdown(rows: list[dict]) -> str:
         if levers.get("nnldl_k"):
             parts.append(f"NNLDL k={levers['nnldl_k']}")
         if levers.get("distill_from"):
-            teachers = [Path(t).stem for t in levers["distill_from"].split(",") if t.strip()]
+            teachers = [Path(t).stem for t in teacher_paths(levers["distill_from"])]
             parts.append(f"KD from {' + '.join(teachers)}")
         return ", ".join(parts)
 

@@ -135,12 +135,17 @@ def init_weights(model, path: str) -> None:
     log.info("initialised from %s (epoch %s)", path, state.get("epoch"))
 
 
+def teacher_paths(distill_from: str) -> list[str]:
+    """The checkpoints `distill_from` names: one path, or several comma-separated (blanks ignored)."""
+    return [p.strip() for p in distill_from.split(",") if p.strip()]
+
+
 class Teacher:
     """A frozen teacher for distillation: one stream-fer checkpoint of any size with the same classes and input
     size, or several (`distill_from` comma-separated) read as one, the average of their probabilities."""
 
     def __init__(self, distill_from: str, device):
-        self.paths = [p.strip() for p in distill_from.split(",") if p.strip()]
+        self.paths = teacher_paths(distill_from)
         self.models = [load_model(p, device=str(device))[0] for p in self.paths]
         for model in self.models:
             for p in model.parameters():
