@@ -26,7 +26,8 @@ of --repeats runs (default 3). The last line:
 
     cpu: video Rv x floor, data-only Rd x floor, 4 faces G x, first frame S s
 
-    python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--append-results]
+    python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--no-mirror-too]
+                             [--append-results]
 
 --against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only and
 first-frame runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
@@ -138,8 +139,9 @@ def floor_cmd(video: Path, max_faces: int, max_frames: int | None) -> list[str]:
     return [sys.executable, "-c", FLOOR_CODE, str(video), str(max_faces), str(max_frames or 0)]
 
 
-def product_cmd(video: Path, out_dir: Path, *, csv: bool, max_faces: int, max_frames: int | None) -> list[str]:
-    cmd = _stream_fer() + ["run", str(video), "--no-progress", "--max-faces", str(max_faces)]
+def product_cmd(video: Path, out_dir: Path, *, csv: bool, max_faces: int, max_frames: int | None,
+                extra: tuple[str, ...] = ()) -> list[str]:
+    cmd = _stream_fer() + ["run", str(video), "--no-progress", "--max-faces", str(max_faces), *extra]
     cmd += ["--csv", str(out_dir / "rows.csv")] if csv else ["--out", str(out_dir / "annotated.mp4")]
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
@@ -200,6 +202,8 @@ def main(argv=None) -> int:
     parser.add_argument("--against", type=Path, help="also run floor, video and data only with this tree's "
                                                      "stream_fer first on PYTHONPATH (an A/B of code versions)")
     parser.add_argument("--no-bytecode", action="store_true", help="do not compile the package's bytecode first")
+    parser.add_argument("--no-mirror-too", action="store_true",
+                        help="also the video and data-only runs with --no-mirror (each face read alone)")
     args = parser.parse_args(argv)
     if not args.video.exists():
         raise SystemExit(f"no video at {args.video}")
@@ -216,6 +220,10 @@ def main(argv=None) -> int:
         "data": (product_cmd(args.video, tmp, csv=True, max_faces=1, max_frames=args.max_frames), _product_result),
         "first": (product_cmd(args.video, tmp, csv=False, max_faces=1, max_frames=1), _product_result),
     }
+    if args.no_mirror_too:
+        for name, csv in (("video nm", False), ("data nm", True)):
+            kinds[name] = (product_cmd(args.video, tmp, csv=csv, max_faces=1, max_frames=args.max_frames,
+                                       extra=("--no-mirror",)), _product_result)
     if not args.skip_faces:
         four = make_mosaic(args.video, tmp, args.mosaic_frames)
         for name, faces in (("floor 1f", 1), ("video 1f", 1), ("floor 4f", 4), ("video 4f", 4)):
@@ -257,6 +265,10 @@ def main(argv=None) -> int:
         f"first frame: {first:.2f} s wall from spawn to exit of a 1-frame run ({first_cpu:.2f} s CPU; "
         f"target <= 1.0 s)",
     ]
+    if args.no_mirror_too:
+        lines.append(f"--no-mirror (each face read alone, not averaged with its mirror image): annotated video "
+                     f"{med['video nm'].cpu_ms:.1f} ms CPU/frame ({med['video nm'].cpu_ms / floor:.2f} x floor), data only "
+                     f"{med['data nm'].cpu_ms:.1f} ({med['data nm'].cpu_ms / floor:.2f} x floor)")
     growth = float("nan")
     if not args.skip_faces:
         beyond1 = med["video 1f"].cpu_ms - med["floor 1f"].cpu_ms

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
                           help="temporal smoothing: none, ema, window, one_euro (default: ema)")
     analysis.add_argument("--smoothing-strength", type=float, default=0.6, metavar="X",
                           help="0 (none) to 1 (strongest); default 0.6")
+    analysis.add_argument("--no-mirror", action="store_true",
+                          help="read each face alone, not averaged with its mirror image: half the model's work "
+                               "per face, lower accuracy (model card), trust without its mirror evidence")
     overlays = parser.add_argument_group("overlays")
     for name, what in OVERLAYS.items():
         overlays.add_argument(f"--no-{name.replace('_', '-')}", dest=f"no_{name}", action="store_true",
@@ -134,7 +137,7 @@ def _analyze(args: argparse.Namespace) -> int:
             backend=args.backend, model=args.model, threads=args.threads, landmarker=args.landmarker,
             overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
             progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
-            announce=announce, min_face=args.min_face, keep_rows=False)  # the files are the output
+            announce=announce, min_face=args.min_face, keep_rows=False, mirror=not args.no_mirror)  # the files are the output
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))
         raise KeyboardInterrupt from None

@@ -237,3 +237,29 @@ def test_a_model_that_does_not_load_leaves_no_output_behind(sample_video, tmp_pa
     with pytest.raises(StreamFerError):
         stream_fer.analyze(sample_video, **paths, model=tmp_path / "no-model-here")
     assert not list(tmp_path.iterdir())
+
+
+def test_without_the_mirror_each_face_is_the_crop_alone(sample_video, landmarker_model):
+    """mirror=False: the raw probabilities are the engine's reading of the aligned crop alone (checked against
+    the engine on that crop); with the mirror they differ (averaged with the mirror image); both give a trust."""
+    from stream_fer.align import align_faces
+
+    rgb = _sample_frames(sample_video, 20)[-1]
+    readings = {}
+    for mirror in (True, False):
+        with stream_fer.Analyzer(backend="onnxruntime", landmarker=landmarker_model, mode="image",
+                                 mirror=mirror) as analyzer:
+            (face,) = analyzer.process(rgb).faces
+            readings[mirror] = face
+            crops, _ = align_faces(rgb, [face.landmarks], analyzer.crop_size)
+            alone = analyzer.engine.infer(crops)
+    np.testing.assert_allclose(readings[False].raw_probs, alone.probs[0], atol=1e-6)
+    assert np.abs(readings[True].raw_probs - readings[False].raw_probs).max() > 1e-3
+    assert all(0.0 <= readings[m].trust <= 1.0 for m in (True, False))
+
+
+def test_the_run_records_whether_faces_were_read_with_their_mirror(sample_video, landmarker_model, tmp_path):
+    res = stream_fer.analyze(sample_video, parquet=tmp_path / "rows.parquet", max_frames=3, backend="onnxruntime",
+                             landmarker=landmarker_model, mirror=False)
+    assert file_metadata(tmp_path / "rows.parquet")["settings"]["mirror"] is False
+    assert len(res.to_pandas()) == 3
