@@ -49,6 +49,7 @@ class BatchSettings:
     jsonl: bool = False
     video: bool = False  # the annotated video
     audio: bool = True  # copied into the annotated video
+    mirror: bool = True  # each face read with its mirror image (False: the crop alone, half the model's work)
 
     def fingerprint_items(self) -> dict:
         """The settings a video's outputs depend on (what goes into its fingerprint)."""
@@ -57,6 +58,8 @@ class BatchSettings:
         items["landmarker"] = None  # likewise: the landmarker is verified by its sha256
         if not self.video:
             items.pop("audio")
+        if self.mirror:  # the default, as before the option existed: earlier outputs keep their fingerprints
+            items.pop("mirror")
         return items
 
 
@@ -128,7 +131,7 @@ def worker_analyzer(settings: BatchSettings):
     analyze(analyzer=...) resets it before each video, so the landmarker, the trust model and the rest load
     once per worker instead of once per video."""
     key = (settings.model, settings.backend, settings.landmarker, settings.max_faces, settings.min_face,
-           settings.smoothing, settings.smoothing_strength)
+           settings.smoothing, settings.smoothing_strength, settings.mirror)
     if key not in _ANALYZERS:
         import stream_fer
 
@@ -136,7 +139,7 @@ def worker_analyzer(settings: BatchSettings):
         _ANALYZERS[key] = stream_fer.Analyzer(
             max_faces=settings.max_faces, smoothing=settings.smoothing, smoothing_strength=settings.smoothing_strength,
             backend=settings.backend, threads=1, engine=worker_engine(settings), landmarker=settings.landmarker,
-            min_face=settings.min_face)
+            min_face=settings.min_face, mirror=settings.mirror)
     return _ANALYZERS[key]
 
 

@@ -62,6 +62,8 @@ def register(subparsers) -> None:
     model.add_argument("--smoothing-strength", type=float, default=0.6, metavar="X",
                        help="0 (none) to 1 (strongest); default 0.6")
     model.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames of each video")
+    model.add_argument("--no-mirror", action="store_true",
+                       help="read each face alone, not averaged with its mirror image (half the model's work per face)")
     parser.set_defaults(handler=_batch)
 
 
@@ -90,7 +92,7 @@ def _batch(args: argparse.Namespace) -> int:
     settings = BatchSettings(max_faces=args.max_faces, min_face=args.min_face, smoothing=args.smoothing,
                              smoothing_strength=args.smoothing_strength, backend=args.backend, model=args.model,
                              landmarker=args.landmarker, max_frames=args.max_frames, csv=args.csv, jsonl=args.jsonl,
-                             video=args.video, audio=not args.no_audio)
+                             video=args.video, audio=not args.no_audio, mirror=not args.no_mirror)
     options = BatchOptions(out_dir=out_dir, settings=settings, workers=args.workers, ray=args.ray is not None,
                            ray_address=None if args.ray in (None, LOCAL_RAY) else args.ray, force=args.force,
                            retry_failed=args.retry_failed, shard=Shard.parse(args.shard) if args.shard else None,

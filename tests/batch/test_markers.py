@@ -92,6 +92,16 @@ def test_other_settings_redo_everything(batch):
         ["a.mp4", "b.mp4", "c.mp4"]
     # and an output asked for now that the earlier run did not write
     assert "a.mp4" in _todo(videos, bases, BatchOptions(out_dir=out, settings=BatchSettings(csv=True)))
+    # each face read alone instead of with its mirror image: other numbers, so redone
+    assert _todo(videos, bases, BatchOptions(out_dir=out, settings=BatchSettings(mirror=False))) == \
+        ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_the_mirror_setting_keeps_the_fingerprints_of_earlier_outputs():
+    """mirror=True (the default) is what every batch did before the setting existed: it adds nothing to the
+    fingerprint, so finished outputs stay finished."""
+    assert "mirror" not in BatchSettings().fingerprint_items()
+    assert BatchSettings(mirror=False).fingerprint_items()["mirror"] is False
 
 
 def test_a_missing_output_or_a_damaged_marker_means_not_done(batch):
