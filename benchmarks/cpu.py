@@ -267,8 +267,8 @@ def main(argv=None) -> int:
     ]
     if args.no_mirror_too:
         lines.append(f"--no-mirror (each face read alone, not averaged with its mirror image): annotated video "
-                     f"{med['video nm'].cpu_ms:.1f} ms CPU/frame ({med['video nm'].cpu_ms / floor:.2f} x floor), data only "
-                     f"{med['data nm'].cpu_ms:.1f} ({med['data nm'].cpu_ms / floor:.2f} x floor)")
+                     f"{med['video nm'].cpu_ms:.1f} ms CPU/frame ({med['video nm'].cpu_ms / floor:.2f} x floor), "
+                     f"data only {med['data nm'].cpu_ms:.1f} ({med['data nm'].cpu_ms / floor:.2f} x floor)")
     growth = float("nan")
     if not args.skip_faces:
         beyond1 = med["video 1f"].cpu_ms - med["floor 1f"].cpu_ms

@@ -586,10 +586,10 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     face_landmarker.task; `engine` an already loaded engine to share (then backend/model/threads are not
     used); `min_face` the smallest face height in px to look for (default 40; faces smaller than about a
     sixth of the frame are found by a tiled search, which costs nothing while max_faces faces are in view;
-    0: the whole-frame detector only, see stream_fer.discovery); `mirror` (default True) reads each face together
-    with its mirror image and averages the two; False reads the crop alone: half the model's work per face (see
-    benchmarks/RESULTS.md), lower accuracy (the model card's "Mirror" figures) and a trust score without its
-    mirror evidence. Video: `overlays` (see overlay_options),
+    0: the whole-frame detector only, see stream_fer.discovery); `mirror` (default True) reads each face
+    together with its mirror image and averages the two; False reads the crop alone: half the model's work per
+    face (benchmarks/RESULTS.md), lower accuracy (the model card: "each face is read with its mirror image") and
+    a trust score without its mirror evidence. Video: `overlays` (see overlay_options),
     `max_frames`, `audio` (copy the input's), `crf` and `preset` (x264), `reconnect` (RTSP attempts).
     `keep_rows` keeps the rows in memory for to_pandas() (default: for finite sources, and live ones with
     max_frames; False saves the memory when only the files are wanted). `progress` shows a progress bar;
@@ -663,8 +663,8 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
         src.close()
         raise
     settings = {"max_faces": max_faces, "min_face": min_face, "smoothing": smoothing,
-                "smoothing_strength": smoothing_strength, "backend": backend, "threads": threads, "mirror": bool(mirror),
-                "max_frames": max_frames,
+                "smoothing_strength": smoothing_strength, "backend": backend, "threads": threads,
+                "mirror": bool(mirror), "max_frames": max_frames,
                 "overlays": dataclasses.asdict(options), "landmarker": str(landmarker) if landmarker else "default"}
     metadata = run_metadata(loaded, info, settings, model)
     for sink in sinks:

@@ -137,7 +137,8 @@ def _analyze(args: argparse.Namespace) -> int:
             backend=args.backend, model=args.model, threads=args.threads, landmarker=args.landmarker,
             overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
             progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
-            announce=announce, min_face=args.min_face, keep_rows=False, mirror=not args.no_mirror)  # the files are the output
+            announce=announce, min_face=args.min_face, mirror=not args.no_mirror,
+            keep_rows=False)  # the files are the output
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))
         raise KeyboardInterrupt from None
