@@ -137,7 +137,9 @@ def test_ctrl_c_then_rerun_finishes_with_nothing_done_twice(tmp_path: Path):
     inputs = make_inputs(tmp_path / "in", good=names)
     out = tmp_path / "out"
     args = (str(inputs), "--out-dir", str(out), "--workers", "1", "--max-frames", "20")
-    proc = subprocess.Popen(batch_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # started with SIGINT ignored, as a shell script's background job is: the explicit SIGINT still stops it
+    proc = subprocess.Popen(batch_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         wait_for(lambda: list(out.glob("*.done.json")), 180, "a first video to finish", proc)
         proc.send_signal(signal.SIGINT)
