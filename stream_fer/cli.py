@@ -11,6 +11,7 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from stream_fer import __version__
@@ -97,6 +98,9 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    # Ctrl-C (SIGINT) stops every command cleanly, also when a shell script started the program in the background
+    # and so left SIGINT ignored: the app's server and a batch are stopped that way, and end with status 130 below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.handler(args) or 0)
     except StreamFerError as exc:

@@ -98,7 +98,7 @@ def _batch(args: argparse.Namespace) -> int:
                            retry_failed=args.retry_failed, shard=Shard.parse(args.shard) if args.shard else None,
                            progress=not args.no_progress)
     videos = discover(args.inputs, exclude=out_dir)
-    _stop_on_signals()
+    _stop_on_sigterm()
     report = run_batch(videos, options,
                        report=lambda line: print(f"stream-fer: {line}", file=sys.stderr, flush=True))
     if report.ran:
@@ -123,15 +123,12 @@ def _batch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> None:
+def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler's time limit or preemption, `kill`) stops the batch as Ctrl-C does: the workers
-    are stopped, the table written, and a rerun resumes. SIGINT gets Python's Ctrl-C handler even when the
-    process was started with SIGINT ignored (a shell script's background job), as `stream-fer serve` does and
-    as `stream-fer run`'s pipeline does while it runs: an explicit SIGINT always stops the batch cleanly."""
+    are stopped, the table written, and a rerun resumes."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)

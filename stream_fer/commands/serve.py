@@ -59,10 +59,6 @@ def _serve(args) -> int:
     from stream_fer.app.ports import check_port_free
 
     check_port_free(args.host, args.port)  # before gradio and the model load: a taken port fails at once
-    import signal
-
-    # Ctrl-C is how the app stops, also when a shell started it in the background (which ignores SIGINT).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from stream_fer.app.app import serve
     except ModuleNotFoundError as exc:
