@@ -29,8 +29,8 @@ of --repeats runs (default 3). The last line:
     python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--no-mirror-too]
                              [--append-results]
 
---against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only and
-first-frame runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
+--against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only,
+first-frame and mosaic video runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
 `git archive COMMIT stream_fer engines | tar -x -C DIR && mv DIR/engines DIR/stream_fer/engines`), alternating
 with this tree's, and prints each figure's change.
 """
@@ -53,7 +53,7 @@ from stream_fer.train.paths import shared_dir
 
 _HERE = Path(__file__).resolve().parent
 REPO_ROOT = _HERE.parent
-COMPARED = ("floor", "video", "data", "first")  # the runs --against repeats with the other tree
+COMPARED = ("floor", "video", "data", "first", "video 1f", "video 4f")  # the runs --against repeats with the other tree
 DEFAULT_VIDEO = shared_dir() / "videos" / "WolfgangLanger_Pexels.mp4"  # STREAM_FER_SHARED, else ../shared
 
 # The floor, run as its own process (start-up included, as for the product): decode + landmarks in one loop.
@@ -284,6 +284,11 @@ def main(argv=None) -> int:
             b, a = med[f"{name} (against)"].cpu_ms, med[name].cpu_ms
             lines.append(f"A/B {name}: {b:.1f} ms CPU/frame with {args.against}, {a:.1f} with this tree "
                          f"({100 * (a / b - 1):+.1f}%)")
+        if not args.skip_faces:
+            b, a = (med[f"video 4f{k}"].cpu_ms - med["floor 4f"].cpu_ms for k in (" (against)", ""))
+            b1, a1 = (med[f"video 1f{k}"].cpu_ms - med["floor 1f"].cpu_ms for k in (" (against)", ""))
+            lines.append(f"A/B 4 faces: beyond the landmarks {b1:.1f} / {b:.1f} ms/frame (1 / 4 faces, {b / b1:.2f} x) "
+                         f"with {args.against}, {a1:.1f} / {a:.1f} ({a / a1:.2f} x) with this tree")
         b, a = (statistics.median(r.wall for r in runs[k]) for k in ("first (against)", "first"))
         lines.append(f"A/B first frame: {b:.2f} s wall with {args.against}, {a:.2f} s with this tree "
                      f"({100 * (a / b - 1):+.1f}%)")

@@ -159,6 +159,9 @@ _large_rounded_layer = lru_cache(maxsize=32)(_make_rounded_layer)
 def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     """canvas <- canvas * keep + add over the layer's footprint with its corner at (x + dx, y + dy),
     rounded to the pixel, clipped to the canvas."""
+    if isinstance(canvas, _LayerStack):
+        canvas.stack(int(round(x + layer.dx)), int(round(y + layer.dy)), layer)
+        return
     x, y = int(round(x + layer.dx)), int(round(y + layer.dy))
     h, w = layer.keep.shape[:2]
     H, W = canvas.shape[:2]
@@ -185,6 +188,66 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     out = dst * layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
     out += layer.add[y0 - y:y1 - y, x0 - x:x1 - x]
     np.copyto(dst, out, casting="unsafe")
+
+
+class _LayerStack:
+    """Layers composed off the frame into one (premultiplied: keep and add, as _Layer), so that drawing many of
+    them later costs one operation: a layer stacked on top of the others, dst * k1 * k2 + (a1 * k2 + a2), is
+    again dst * keep + add. put_text and fill_rounded draw on it as on a canvas."""
+
+    def __init__(self, h: int, w: int):
+        self.shape = (h, w, 3)
+        self.keep = np.ones(self.shape, np.float32)
+        self.add = np.zeros(self.shape, np.float32)
+
+    def stack(self, x: int, y: int, layer: _Layer) -> None:
+        h, w = layer.keep.shape[:2]
+        H, W = self.shape[:2]
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        k = layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
+        a = layer.add[y0 - y:y1 - y, x0 - x:x1 - x] - np.float32(0.5)  # _Layer's add carries +0.5 for rounding
+        self.add[y0:y1, x0:x1] *= k
+        self.add[y0:y1, x0:x1] += a
+        self.keep[y0:y1, x0:x1] *= k
+
+    def draw(self, colour: Colour, box: tuple[int, int, int, int], draw) -> None:
+        """An OpenCV shape drawn anti-aliased in `colour` within box (x0, y0, x1, y1): draw(mask, ox, oy) paints
+        its coverage (255) into a mask whose corner is at (ox, oy)."""
+        x0, y0 = max(0, box[0]), max(0, box[1])
+        x1, y1 = min(self.shape[1], box[2]), min(self.shape[0], box[3])
+        if x1 <= x0 or y1 <= y0:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        draw(mask, x0, y0)
+        self.stack(x0, y0, _make_layer(mask, colour, 1.0))
+
+    def flattened(self) -> _Layer8:
+        keep = np.clip(np.rint(self.keep * 255.0), 0, 255).astype(np.uint8)
+        add = np.clip(np.rint(self.add), 0, 255).astype(np.uint8)
+        keep.setflags(write=False)
+        add.setflags(write=False)
+        return _Layer8(keep, add)
+
+
+@dataclass(frozen=True)
+class _Layer8:
+    """A composed layer in 8 bits, out = dst * keep / 255 + add: two saturating OpenCV passes, however many
+    layers went into it."""
+
+    keep: np.ndarray  # (h, w, 3) uint8
+    add: np.ndarray  # (h, w, 3) uint8
+
+    def draw(self, canvas: np.ndarray, x: int, y: int) -> None:
+        h, w = self.keep.shape[:2]
+        H, W = canvas.shape[:2]
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        dst = canvas[y0:y1, x0:x1]
+        keep, add = self.keep[y0 - y:y1 - y, x0 - x:x1 - x], self.add[y0 - y:y1 - y, x0 - x:x1 - x]
+        dst[:] = cv2.add(cv2.multiply(dst, keep, scale=1 / 255), add)
 
 
 def put_text(canvas: np.ndarray, text: str, x: float, cy: float, size: int, colour: Colour,
@@ -308,19 +371,35 @@ def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opaci
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     alpha = mask.astype(np.float32)
     alpha *= heat * np.sqrt(heat) * (opacity / 255.0)  # heat ** 1.5: low attention stays nearly clear
-    colours = _heat_rgb(heat)
-    if (sw, sh) != (rw, rh):
-        alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        colours = cv2.resize(colours, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    # Blend only the rows and columns where alpha is non-zero (the face's outline, not the whole crop
-    # footprint): elsewhere the blend would give back the frame's own pixels.
-    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    # Premultiplied in 8 bits, out = dst * keep / 255 + add with keep = 255 (1 - alpha) and add = colour * alpha,
+    # upsampled as such: two saturating OpenCV passes over the face instead of a float blend (half the cost,
+    # within 3 levels of it). Where alpha rounds to 0, keep is 255 and add 0: the frame's own pixels.
+    keep = cv2.convertScaleAbs(alpha, alpha=-255.0, beta=255.0)
+    add = cv2.multiply(_heat_rgb(heat), cv2.cvtColor(cv2.subtract(255, keep), cv2.COLOR_GRAY2RGB), scale=1 / 255)
+    rows, cols = np.flatnonzero(keep.min(axis=1) < 255), np.flatnonzero(keep.min(axis=0) < 255)
     if not len(rows):
         return
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    alpha, colours = alpha[r0:r1, c0:c1], colours[r0:r1, c0:c1]
+    # Only the rows and columns that the non-clear patch pixels reach after the bilinear upsampling (the face's
+    # outline, not the whole crop footprint).
+    r0, r1 = _upsampled_span(rows[0], rows[-1] + 1, sh, rh)
+    c0, c1 = _upsampled_span(cols[0], cols[-1] + 1, sw, rw)
+    if (sw, sh) != (rw, rh):
+        keep = cv2.resize(keep, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        add = cv2.resize(add, (rw, rh), interpolation=cv2.INTER_LINEAR)
     dst = canvas[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
-    dst[:] = cv2.blendLinear(colours, dst, alpha, 1.0 - alpha)
+    keep3 = cv2.cvtColor(np.ascontiguousarray(keep[r0:r1, c0:c1]), cv2.COLOR_GRAY2RGB)
+    dst[:] = cv2.add(cv2.multiply(dst, keep3, scale=1 / 255), add[r0:r1, c0:c1])
+
+
+def _upsampled_span(a: int, b: int, small: int, full: int) -> tuple[int, int]:
+    """The pixels [a', b') of a `full`-long axis that a bilinear resize (half-pixel centres) from a `small`-long
+    one computes from pixels [a, b) of it, widened by a pixel on each side."""
+    if small == full:
+        return a, b
+    k = small / full  # full pixel y samples small coordinate (y + 0.5) k - 0.5
+    lo = int(np.floor((a - 1 + 0.5) / k - 0.5)) - 1
+    hi = int(np.ceil((b + 0.5) / k - 0.5)) + 2
+    return max(0, lo), min(full, hi)
 
 
 def _draw_box(canvas: np.ndarray, box, colour: Colour, scale: _Scale) -> None:
@@ -435,64 +514,101 @@ def _panel_layout(face: FaceResult, class_names: tuple[str, ...], scale: _Scale,
 def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: FaceResult,
                 class_names: tuple[str, ...], scale: _Scale, with_bars: bool) -> None:
     """The side panel: a bar per class (smoothed probability), the trust score and its reason, then the
-    expression's AUs with their FACS names and attention shares, and the attention-AU cosine."""
-    L, fs = layout, scale.small
-    fill_rounded(canvas, x, y, L.width, L.height, max(3, fs // 2), PANEL_BG, PANEL_OPACITY)
+    expression's AUs with their FACS names and attention shares, and the attention-AU cosine. What does not
+    change with the numbers is composed once per layout and drawn in one operation (_panel_fixed); the rest,
+    about half of the panel's forty-odd pieces, is drawn over it."""
+    top = int(np.argmax(face.probs)) if with_bars else -1
+    # Composed with its corner at the panel's row parity: Python rounds halves to even, so a row centred half a
+    # pixel off the grid lands where it does on the frame only if the parity of the corner's row is the same.
+    py = y % 2
+    _panel_fixed(layout, scale.small, class_names, top, with_bars, py).draw(canvas, x, y - py)
+    _panel_rows(canvas, x, y, layout, scale.small, class_names, with_bars, top, face)
+
+
+@lru_cache(maxsize=64)  # about 0.7 MB each at 1080p; a face's layout changes with its size, label and reason
+def _panel_fixed(layout: _PanelLayout, fs: int, class_names: tuple[str, ...], top: int, with_bars: bool,
+                 py: int) -> _Layer8:
+    """A side panel's fixed parts: background, class names (the top class's brighter), empty bars, separators,
+    the AUs' marks and names; with the panel's corner at row py (0 or 1)."""
+    stack = _LayerStack(layout.height + py, layout.width)
+    _panel_rows(stack, 0, py, layout, fs, class_names, with_bars, top, None)
+    return stack.flattened()
+
+
+def _panel_rows(target, x: int, y: int, L: _PanelLayout, fs: int, class_names: tuple[str, ...], with_bars: bool,
+                top: int, face: FaceResult | None) -> None:
+    """The side panel drawn at (x, y): with face None only its fixed parts (onto a _LayerStack), else only
+    what shows the face's numbers (onto the frame). One layout for both, so the two always line up (x is a
+    whole pixel; see _draw_panel for y)."""
+    fixed = face is None
     right = x + L.width - L.pad
     yy = y + L.pad
+    bh = max(3, round(L.row * 0.4))
+    bx = x + L.pad + L.name_w + L.pad
+    if fixed:
+        fill_rounded(target, x, y, L.width, L.height, max(3, fs // 2), PANEL_BG, PANEL_OPACITY)
+
+    def separator() -> None:
+        ly = int(yy + L.pad / 2)
+        target.draw(MUTED, (x + L.pad - 2, ly - 2, right + 3, ly + 3),
+                    lambda m, ox, oy: cv2.line(m, (x + L.pad - ox, ly - oy), (right - ox, ly - oy), 255, 1, cv2.LINE_AA))
+
     if with_bars:
-        top = int(np.argmax(face.probs))
-        bh = max(3, round(L.row * 0.4))
-        probs = np.asarray(face.probs).tolist()  # Python floats: scalar numpy calls cost more than the drawing
+        probs = None if fixed else np.asarray(face.probs).tolist()  # Python floats: cheaper than numpy scalars
         for k, name in enumerate(class_names):
-            p = min(max(probs[k], 0.0), 1.0)
             cy = yy + L.row / 2
-            ink = TEXT if k == top else MUTED
-            put_text(canvas, name, x + L.pad, cy, fs, ink)
-            bx = x + L.pad + L.name_w + L.pad
             by = int(round(cy - bh / 2))
-            fill_rounded(canvas, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
-            fill_w = round(L.bar_w * p)
-            if fill_w >= 1:
-                fill_rounded(canvas, bx, by, max(fill_w, bh), bh, bh // 2, class_colour(name),
-                             1.0 if k == top else 0.6)
-            put_text(canvas, f"{100 * p:.0f}%", right, cy, fs, ink, align="right")
+            ink = TEXT if k == top else MUTED
+            if fixed:
+                put_text(target, name, x + L.pad, cy, fs, ink)
+                fill_rounded(target, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
+            else:
+                p = min(max(probs[k], 0.0), 1.0)
+                fill_w = round(L.bar_w * p)
+                if fill_w >= 1:
+                    fill_rounded(target, bx, by, max(fill_w, bh), bh, bh // 2, class_colour(name),
+                                 1.0 if k == top else 0.6)
+                put_text(target, f"{100 * p:.0f}%", right, cy, fs, ink, align="right")
             yy += L.row
     if L.trust_rows:
-        ly = int(yy + L.pad / 2)
-        cv2.line(canvas, (x + L.pad, ly), (right, ly), MUTED, 1, cv2.LINE_AA)
+        if fixed:
+            separator()
         yy += L.pad
-        t = min(max(float(face.trust), 0.0), 1.0)
         cy = yy + L.row / 2
-        put_text(canvas, "trust", x + L.pad, cy, fs, TEXT)
-        bx, bh = x + L.pad + L.name_w + L.pad, max(3, round(L.row * 0.4))
         by = int(round(cy - bh / 2))
-        fill_rounded(canvas, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
-        if round(L.bar_w * t) >= 1:
-            fill_rounded(canvas, bx, by, max(round(L.bar_w * t), bh), bh, bh // 2, trust_colour(t))
-        put_text(canvas, f"{100 * t:.0f}%", right, cy, fs, TEXT, align="right")
-        yy += L.row
-        if L.trust_rows > 1:
-            put_text(canvas, face.trust_reason, x + L.pad, yy + L.row / 2, fs, trust_colour(t))
-            yy += L.row
+        if fixed:
+            put_text(target, "trust", x + L.pad, cy, fs, TEXT)
+            fill_rounded(target, bx, by, L.bar_w, bh, bh // 2, BAR_TRACK)
+        else:
+            t = min(max(float(face.trust), 0.0), 1.0)
+            if round(L.bar_w * t) >= 1:
+                fill_rounded(target, bx, by, max(round(L.bar_w * t), bh), bh, bh // 2, trust_colour(t))
+            put_text(target, f"{100 * t:.0f}%", right, cy, fs, TEXT, align="right")
+            if L.trust_rows > 1:
+                put_text(target, face.trust_reason, x + L.pad, yy + L.row * 1.5, fs, trust_colour(t))
+        yy += L.row * L.trust_rows
     if L.au_rows:
         if with_bars:
-            ly = int(yy + L.pad / 2)
-            cv2.line(canvas, (x + L.pad, ly), (right, ly), MUTED, 1, cv2.LINE_AA)
+            if fixed:
+                separator()
             yy += L.pad
-        cos = face.att_au_cosine
-        put_text(canvas, "attention in AUs" + ("" if cos is None else f"  cos {cos:.2f}"), x + L.pad,
-                 yy + L.row / 2, fs, MUTED)
+        if not fixed:
+            cos = face.att_au_cosine
+            put_text(target, "attention in AUs" + ("" if cos is None else f"  cos {cos:.2f}"), x + L.pad,
+                     yy + L.row / 2, fs, MUTED)
         yy += L.row
         for au, text in L.au_rows:
             cy = yy + L.row / 2
-            colour = au_colour(au.number)
-            r = max(3, round(fs * 0.33))
-            cv2.circle(canvas, (int(x + L.pad + r), int(round(cy))), r, colour, max(1, fs // 8), cv2.LINE_AA)
-            put_text(canvas, text, x + L.pad + L.row, cy, fs, colour)
-            share = face.au_attention_share.get(au.number)
-            if share is not None:
-                put_text(canvas, f"{100 * share:.0f}%", right, cy, fs, TEXT, align="right")
+            if fixed:
+                colour, r = au_colour(au.number), max(3, round(fs * 0.33))
+                (cx, ccy), reach = (int(x + L.pad + r), int(round(cy))), r + max(1, fs // 8) + 2
+                target.draw(colour, (cx - reach, ccy - reach, cx + reach + 1, ccy + reach + 1),
+                            lambda m, ox, oy: cv2.circle(m, (cx - ox, ccy - oy), r, 255, max(1, fs // 8), cv2.LINE_AA))
+                put_text(target, text, x + L.pad + L.row, cy, fs, colour)
+            else:
+                share = face.au_attention_share.get(au.number)
+                if share is not None:
+                    put_text(target, f"{100 * share:.0f}%", right, cy, fs, TEXT, align="right")
             yy += L.row
 
 
