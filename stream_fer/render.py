@@ -193,7 +193,7 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
 class _LayerStack:
     """Layers composed off the frame into one (premultiplied: keep and add, as _Layer), so that drawing many of
     them later costs one operation: a layer stacked on top of the others, dst * k1 * k2 + (a1 * k2 + a2), is
-    again dst * keep + add. put_text and fill_rounded draw on it as on a canvas."""
+    again dst * keep + add. put_text, fill_rounded and _draw_shape draw on it as on a frame."""
 
     def __init__(self, h: int, w: int):
         self.shape = (h, w, 3)
@@ -212,23 +212,24 @@ class _LayerStack:
         self.add[y0:y1, x0:x1] += a
         self.keep[y0:y1, x0:x1] *= k
 
-    def draw(self, colour: Colour, box: tuple[int, int, int, int], draw) -> None:
-        """An OpenCV shape drawn anti-aliased in `colour` within box (x0, y0, x1, y1): draw(mask, ox, oy) paints
-        its coverage (255) into a mask whose corner is at (ox, oy)."""
-        x0, y0 = max(0, box[0]), max(0, box[1])
-        x1, y1 = min(self.shape[1], box[2]), min(self.shape[0], box[3])
-        if x1 <= x0 or y1 <= y0:
-            return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        draw(mask, x0, y0)
-        self.stack(x0, y0, _make_layer(mask, colour, 1.0))
-
     def flattened(self) -> _Layer8:
         keep = np.clip(np.rint(self.keep * 255.0), 0, 255).astype(np.uint8)
         add = np.clip(np.rint(self.add), 0, 255).astype(np.uint8)
         keep.setflags(write=False)
         add.setflags(write=False)
         return _Layer8(keep, add)
+
+
+def _draw_shape(target, colour: Colour, box: tuple[int, int, int, int], draw) -> None:
+    """An OpenCV shape drawn anti-aliased in `colour` within box (x0, y0, x1, y1), onto a frame or a _LayerStack:
+    draw(mask, ox, oy) paints its coverage (255) into a mask whose corner is at (ox, oy)."""
+    x0, y0 = max(0, box[0]), max(0, box[1])
+    x1, y1 = min(target.shape[1], box[2]), min(target.shape[0], box[3])
+    if x1 <= x0 or y1 <= y0:
+        return
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    draw(mask, x0, y0)
+    _composite(target, x0, y0, _make_layer(mask, colour, 1.0))
 
 
 @dataclass(frozen=True)
@@ -550,7 +551,7 @@ def _panel_rows(target, x: int, y: int, L: _PanelLayout, fs: int, class_names: t
 
     def separator() -> None:
         ly = int(yy + L.pad / 2)
-        target.draw(MUTED, (x + L.pad - 2, ly - 2, right + 3, ly + 3),
+        _draw_shape(target, MUTED, (x + L.pad - 2, ly - 2, right + 3, ly + 3),
                     lambda m, ox, oy: cv2.line(m, (x + L.pad - ox, ly - oy), (right - ox, ly - oy), 255, 1, cv2.LINE_AA))
 
     if with_bars:
@@ -602,7 +603,7 @@ def _panel_rows(target, x: int, y: int, L: _PanelLayout, fs: int, class_names: t
             if fixed:
                 colour, r = au_colour(au.number), max(3, round(fs * 0.33))
                 (cx, ccy), reach = (int(x + L.pad + r), int(round(cy))), r + max(1, fs // 8) + 2
-                target.draw(colour, (cx - reach, ccy - reach, cx + reach + 1, ccy + reach + 1),
+                _draw_shape(target, colour, (cx - reach, ccy - reach, cx + reach + 1, ccy + reach + 1),
                             lambda m, ox, oy: cv2.circle(m, (cx - ox, ccy - oy), r, 255, max(1, fs // 8), cv2.LINE_AA))
                 put_text(target, text, x + L.pad + L.row, cy, fs, colour)
             else:

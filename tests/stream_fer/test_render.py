@@ -149,3 +149,27 @@ def test_the_readme_frame_renders_as_committed(onnx_engine, landmarker_model):
     diff = np.abs(annotated.astype(int) - committed.astype(int)).max(axis=2)
     assert diff.mean() < 0.25 and (diff <= 2).mean() >= 0.995 and diff.max() <= 64, \
         (diff.mean(), (diff <= 2).mean(), diff.max())
+
+
+def test_the_side_panel_composed_once_is_the_panel_drawn_piece_by_piece(smile):
+    """The panel's fixed parts (background, names, empty bars, AU names) are composed once per layout and
+    cached, the numbers drawn over them on the frame. At either row parity of the panel's corner (Python rounds
+    halves to even, so a half-pixel row lands by the corner's parity), the result is the panel drawn piece by
+    piece straight onto the frame, within the 8-bit composition's rounding."""
+    from stream_fer import render
+
+    flat = np.full_like(smile.rgb, 90)
+    face = make_face(smile.points)
+    scale = render._Scale.for_face(face.box[3] - face.box[1], flat.shape[0])
+    for label in ("happiness", "sadness"):  # two layouts (two and five AU rows)
+        face = make_face(smile.points, label=label)
+        layout = render._panel_layout(face, CLASS_NAMES, scale, True, True)
+        top = int(np.argmax(face.probs))
+        for y in (20, 21):
+            cached, direct = flat.copy(), flat.copy()
+            render._draw_panel(cached, 330, y, layout, face, CLASS_NAMES, scale, True)
+            render._panel_rows(direct, 330, y, layout, scale.small, CLASS_NAMES, True, top, None)
+            render._panel_rows(direct, 330, y, layout, scale.small, CLASS_NAMES, True, top, face)
+            assert changed(cached, flat).mean() > 0.1
+            diff = np.abs(cached.astype(int) - direct.astype(int))
+            assert diff.max() <= 2, (label, y, diff.max())
