@@ -150,10 +150,11 @@ def _make_rounded_layer(w: int, h: int, radius: int, colour: Colour, opacity: fl
 
 
 # Two caches of rounded layers: the many small ones (bars, label pills) in a large one; the large ones (side
-# panels' backgrounds, about 1 MB each, whose size changes with the face's size, label and trust reason) in a
-# small one, so that a long video cannot fill memory with them.
+# panels' backgrounds, 1-6 MB each, whose size changes with the face's size, label and trust reason) in a small
+# one, so that a long video cannot fill memory with them: they are only drawn into a panel's fixed layer
+# (_panel_fixed, itself cached), so a few suffice.
 _rounded_layer = lru_cache(maxsize=2048)(_make_rounded_layer)
-_large_rounded_layer = lru_cache(maxsize=32)(_make_rounded_layer)
+_large_rounded_layer = lru_cache(maxsize=8)(_make_rounded_layer)
 
 
 def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
@@ -526,7 +527,7 @@ def _draw_panel(canvas: np.ndarray, x: int, y: int, layout: _PanelLayout, face: 
     _panel_rows(canvas, x, y, layout, scale.small, class_names, with_bars, top, face)
 
 
-@lru_cache(maxsize=64)  # about 0.7 MB each at 1080p; a face's layout changes with its size, label and reason
+@lru_cache(maxsize=32)  # 0.7 MB each at 720p, 1.5 at 1080p; a face's layout changes with its size, label, reason
 def _panel_fixed(layout: _PanelLayout, fs: int, class_names: tuple[str, ...], top: int, with_bars: bool,
                  py: int) -> _Layer8:
     """A side panel's fixed parts: background, class names (the top class's brighter), empty bars, separators,
