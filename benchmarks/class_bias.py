@@ -72,7 +72,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from sklearn.metrics import f1_score
-
     from stream_fer.train.data import load_ferplus
     from stream_fer.train.product_path import run_split
 

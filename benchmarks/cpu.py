@@ -30,9 +30,9 @@ of --repeats runs (default 3). The last line:
                              [--append-results]
 
 --against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only,
-first-frame and mosaic video runs once more with DIR first on PYTHONPATH (a tree holding another version's stream_fer package, e.g.
-`git archive COMMIT stream_fer engines | tar -x -C DIR && mv DIR/engines DIR/stream_fer/engines`), alternating
-with this tree's, and prints each figure's change.
+first-frame and mosaic video runs once more with DIR first on PYTHONPATH (a tree holding another version's
+stream_fer package, e.g. `git archive COMMIT stream_fer engines | tar -x -C DIR && mv DIR/engines
+DIR/stream_fer/engines`), alternating with this tree's, and prints each figure's change.
 """
 
 from __future__ import annotations

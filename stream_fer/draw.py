@@ -15,6 +15,10 @@ _PALETTE = {n: tuple(int(c) for c in cv2.cvtColor(np.uint8([[[int(i * 180 / 18) 
             for i, n in enumerate((1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 17, 20, 23, 24, 25, 26, 27))}
 
 
+_SHIFT = 4  # fractional bits of a thick outline's band vertices (outline_au_regions)
+_SUBPIXEL = float(1 << _SHIFT)
+
+
 def au_colour(number: int) -> tuple[int, int, int]:
     return _PALETTE.get(number, (255, 255, 255))
 
@@ -44,9 +48,6 @@ def outline_au_regions(canvas: np.ndarray, points: np.ndarray, aus: tuple[Action
                          shift=_SHIFT)
     return [placed.take(s) for s in slices]
 
-
-_SHIFT = 4  # fractional bits of the band's vertices
-_SUBPIXEL = float(1 << _SHIFT)
 
 
 def draw_au_regions(rgb: np.ndarray, points: np.ndarray, aus: tuple[ActionUnit, ...],

@@ -157,6 +157,14 @@ _rounded_layer = lru_cache(maxsize=2048)(_make_rounded_layer)
 _large_rounded_layer = lru_cache(maxsize=8)(_make_rounded_layer)
 
 
+def _clipped(x: int, y: int, w: int, h: int, shape) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the part of a w x h footprint with its corner at (x, y) that lies on a canvas of `shape`;
+    None when none does."""
+    H, W = shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
+
+
 def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
     """canvas <- canvas * keep + add over the layer's footprint with its corner at (x + dx, y + dy),
     rounded to the pixel, clipped to the canvas."""
@@ -182,9 +190,10 @@ def _composite(canvas: np.ndarray, x: float, y: float, layer: _Layer) -> None:
             if b > a:
                 _composite(canvas, x - layer.dx, y - layer.dy, layer.rows(a, b))
         return
-    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)  # clipped to the canvas
-    if x1 <= x0 or y1 <= y0:
+    box = _clipped(x, y, w, h, canvas.shape)
+    if box is None:
         return
+    x0, y0, x1, y1 = box
     dst = canvas[y0:y1, x0:x1]
     out = dst * layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
     out += layer.add[y0 - y:y1 - y, x0 - x:x1 - x]
@@ -203,10 +212,10 @@ class _LayerStack:
 
     def stack(self, x: int, y: int, layer: _Layer) -> None:
         h, w = layer.keep.shape[:2]
-        H, W = self.shape[:2]
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-        if x1 <= x0 or y1 <= y0:
+        box = _clipped(x, y, w, h, self.shape)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         k = layer.keep[y0 - y:y1 - y, x0 - x:x1 - x]
         a = layer.add[y0 - y:y1 - y, x0 - x:x1 - x] - np.float32(0.5)  # _Layer's add carries +0.5 for rounding
         self.add[y0:y1, x0:x1] *= k
@@ -224,10 +233,10 @@ class _LayerStack:
 def _draw_shape(target, colour: Colour, box: tuple[int, int, int, int], draw) -> None:
     """An OpenCV shape drawn anti-aliased in `colour` within box (x0, y0, x1, y1), onto a frame or a _LayerStack:
     draw(mask, ox, oy) paints its coverage (255) into a mask whose corner is at (ox, oy)."""
-    x0, y0 = max(0, box[0]), max(0, box[1])
-    x1, y1 = min(target.shape[1], box[2]), min(target.shape[0], box[3])
-    if x1 <= x0 or y1 <= y0:
+    box = _clipped(box[0], box[1], box[2] - box[0], box[3] - box[1], target.shape)
+    if box is None:
         return
+    x0, y0, x1, y1 = box
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     draw(mask, x0, y0)
     _composite(target, x0, y0, _make_layer(mask, colour, 1.0))
@@ -235,18 +244,18 @@ def _draw_shape(target, colour: Colour, box: tuple[int, int, int, int], draw) ->
 
 @dataclass(frozen=True)
 class _Layer8:
-    """A composed layer in 8 bits, out = dst * keep / 255 + add: two saturating OpenCV passes, however many
-    layers went into it."""
+    """A premultiplied layer in 8 bits, out = dst * keep / 255 + add: two saturating OpenCV passes (the heatmap, and a
+    panel's fixed parts however many layers went into them)."""
 
     keep: np.ndarray  # (h, w, 3) uint8
     add: np.ndarray  # (h, w, 3) uint8
 
     def draw(self, canvas: np.ndarray, x: int, y: int) -> None:
         h, w = self.keep.shape[:2]
-        H, W = canvas.shape[:2]
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
-        if x1 <= x0 or y1 <= y0:
+        box = _clipped(x, y, w, h, canvas.shape)
+        if box is None:
             return
+        x0, y0, x1, y1 = box
         dst = canvas[y0:y1, x0:x1]
         keep, add = self.keep[y0 - y:y1 - y, x0 - x:x1 - x], self.add[y0 - y:y1 - y, x0 - x:x1 - x]
         dst[:] = cv2.add(cv2.multiply(dst, keep, scale=1 / 255), add)
@@ -388,9 +397,8 @@ def _blend_attention(canvas: np.ndarray, face: FaceResult, crop_size: int, opaci
     if (sw, sh) != (rw, rh):
         keep = cv2.resize(keep, (rw, rh), interpolation=cv2.INTER_LINEAR)
         add = cv2.resize(add, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    dst = canvas[y0 + r0:y0 + r1, x0 + c0:x0 + c1]
     keep3 = cv2.cvtColor(np.ascontiguousarray(keep[r0:r1, c0:c1]), cv2.COLOR_GRAY2RGB)
-    dst[:] = cv2.add(cv2.multiply(dst, keep3, scale=1 / 255), add[r0:r1, c0:c1])
+    _Layer8(keep3, add[r0:r1, c0:c1]).draw(canvas, x0 + c0, y0 + r0)
 
 
 def _upsampled_span(a: int, b: int, small: int, full: int) -> tuple[int, int]:
@@ -552,8 +560,9 @@ def _panel_rows(target, x: int, y: int, L: _PanelLayout, fs: int, class_names: t
 
     def separator() -> None:
         ly = int(yy + L.pad / 2)
-        _draw_shape(target, MUTED, (x + L.pad - 2, ly - 2, right + 3, ly + 3),
-                    lambda m, ox, oy: cv2.line(m, (x + L.pad - ox, ly - oy), (right - ox, ly - oy), 255, 1, cv2.LINE_AA))
+        x0, x1 = x + L.pad, right
+        _draw_shape(target, MUTED, (x0 - 2, ly - 2, x1 + 3, ly + 3),
+                    lambda m, ox, oy: cv2.line(m, (x0 - ox, ly - oy), (x1 - ox, ly - oy), 255, 1, cv2.LINE_AA))
 
     if with_bars:
         probs = None if fixed else np.asarray(face.probs).tolist()  # Python floats: cheaper than numpy scalars
@@ -599,13 +608,16 @@ def _panel_rows(target, x: int, y: int, L: _PanelLayout, fs: int, class_names: t
             put_text(target, "attention in AUs" + ("" if cos is None else f"  cos {cos:.2f}"), x + L.pad,
                      yy + L.row / 2, fs, MUTED)
         yy += L.row
+        r, ring = max(3, round(fs * 0.33)), max(1, fs // 8)  # each AU's mark: radius, line width
+        reach = r + ring + 2
         for au, text in L.au_rows:
             cy = yy + L.row / 2
             if fixed:
-                colour, r = au_colour(au.number), max(3, round(fs * 0.33))
-                (cx, ccy), reach = (int(x + L.pad + r), int(round(cy))), r + max(1, fs // 8) + 2
+                colour = au_colour(au.number)
+                cx, ccy = int(x + L.pad + r), int(round(cy))
                 _draw_shape(target, colour, (cx - reach, ccy - reach, cx + reach + 1, ccy + reach + 1),
-                            lambda m, ox, oy: cv2.circle(m, (cx - ox, ccy - oy), r, 255, max(1, fs // 8), cv2.LINE_AA))
+                            lambda m, ox, oy, c=(cx, ccy): cv2.circle(m, (c[0] - ox, c[1] - oy), r, 255, ring,
+                                                                      cv2.LINE_AA))
                 put_text(target, text, x + L.pad + L.row, cy, fs, colour)
             else:
                 share = face.au_attention_share.get(au.number)
