@@ -27,7 +27,10 @@ of --repeats runs (default 3). The last line:
     cpu: video Rv x floor, data-only Rd x floor, 4 faces G x, first frame S s
 
     python benchmarks/cpu.py [VIDEO] [--repeats 3] [--max-frames N] [--mosaic-frames 96] [--no-mirror-too]
-                             [--append-results]
+                             [--pipelines-too] [--append-results]
+
+--pipelines-too adds the data-only run through the public API (stream_fer.analyze) twice, with the threaded
+pipeline and with the sequential one (every stage in one thread, as a batch worker runs a video).
 
 --against DIR adds an A/B of code versions on the same machine at the same time: the floor, video, data-only,
 first-frame and mosaic video runs once more with DIR first on PYTHONPATH (a tree holding another version's
@@ -86,6 +89,16 @@ gc.freeze()  # the exit without the interpreter's final collections, as the stre
 """
 
 
+# The data-only analysis through the public API with a chosen pipeline (stream_fer.analyze's `pipeline`): the
+# threaded one the CLI runs, or every stage in one thread, as a batch worker runs a video.
+API_CODE = r"""
+import json, sys, stream_fer
+path, csv, pipeline, max_frames = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) or None
+stats = stream_fer.analyze(path, csv=csv, pipeline=pipeline, max_frames=max_frames, progress=False).stats
+print(json.dumps({"frames": stats.frames_out, "fps": stats.fps}))
+"""
+
+
 def _stream_fer() -> list[str]:
     exe = Path(sys.executable).with_name("stream-fer")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "stream_fer.cli"]
@@ -137,6 +150,11 @@ def _product_result(stdout: str) -> tuple[int, float]:
 
 def floor_cmd(video: Path, max_faces: int, max_frames: int | None) -> list[str]:
     return [sys.executable, "-c", FLOOR_CODE, str(video), str(max_faces), str(max_frames or 0)]
+
+
+def api_cmd(video: Path, out_dir: Path, pipeline: str, max_frames: int | None) -> list[str]:
+    return [sys.executable, "-c", API_CODE, str(video), str(out_dir / f"rows-{pipeline}.csv"), pipeline,
+            str(max_frames or 0)]
 
 
 def product_cmd(video: Path, out_dir: Path, *, csv: bool, max_faces: int, max_frames: int | None,
@@ -204,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-bytecode", action="store_true", help="do not compile the package's bytecode first")
     parser.add_argument("--no-mirror-too", action="store_true",
                         help="also the video and data-only runs with --no-mirror (each face read alone)")
+    parser.add_argument("--pipelines-too", action="store_true",
+                        help="also data only through stream_fer.analyze, pipeline threaded and sequential")
     args = parser.parse_args(argv)
     if not args.video.exists():
         raise SystemExit(f"no video at {args.video}")
@@ -224,6 +244,9 @@ def main(argv=None) -> int:
         for name, csv in (("video nm", False), ("data nm", True)):
             kinds[name] = (product_cmd(args.video, tmp, csv=csv, max_faces=1, max_frames=args.max_frames,
                                        extra=("--no-mirror",)), _product_result)
+    if args.pipelines_too:
+        for pipeline in ("threaded", "sequential"):
+            kinds[f"data {pipeline[:3]}"] = (api_cmd(args.video, tmp, pipeline, args.max_frames), _floor_result)
     if not args.skip_faces:
         four = make_mosaic(args.video, tmp, args.mosaic_frames)
         for name, faces in (("floor 1f", 1), ("video 1f", 1), ("floor 4f", 4), ("video 4f", 4)):
@@ -269,6 +292,10 @@ def main(argv=None) -> int:
         lines.append(f"--no-mirror (each face read alone, not averaged with its mirror image): annotated video "
                      f"{med['video nm'].cpu_ms:.1f} ms CPU/frame ({med['video nm'].cpu_ms / floor:.2f} x floor), "
                      f"data only {med['data nm'].cpu_ms:.1f} ({med['data nm'].cpu_ms / floor:.2f} x floor)")
+    if args.pipelines_too:
+        thr, seq = med["data thr"].cpu_ms, med["data seq"].cpu_ms
+        lines.append(f"data only through stream_fer.analyze: pipeline threaded {thr:.1f} ms CPU/frame, sequential "
+                     f"{seq:.1f} ({100 * (seq / thr - 1):+.1f}%)")
     growth = float("nan")
     if not args.skip_faces:
         beyond1 = med["video 1f"].cpu_ms - med["floor 1f"].cpu_ms
