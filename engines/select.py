@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_fer.engines.base import CHECKPOINT_FILENAME, META_FILENAME, ONNX_FILENAME, Engine, ModelInfo
+from stream_fer.engines.pair import MirrorPair, mirror_model_dir
 from stream_fer.errors import StreamFerError, first_line
 
 log = logging.getLogger(__name__)
@@ -220,28 +221,47 @@ _FACTORIES = {
 
 
 def _describe(engine) -> str:
+    if isinstance(engine, MirrorPair):
+        return f"{_describe(engine.crop)}; mirror images read by {_describe(engine.mirror)}"
     where = getattr(engine, "model_dir", None) or getattr(engine, "checkpoint", None)
     return f"{where}, {engine.info.precision}" if where is not None else engine.info.precision
 
 
+def _with_mirror_model(engine, factory: str, model_dir: Path, checkpoint, threads, cache_dir):
+    """The engine paired with model_dir's mirror model (engines/pair.py) on the same backend, when the folder
+    has one and no checkpoint was named (a named checkpoint is one network, read as it is)."""
+    mirror_dir = mirror_model_dir(model_dir) if checkpoint is None else None
+    if mirror_dir is None:
+        return engine
+    mirror = _FACTORIES[factory](mirror_dir, None, threads, cache_dir, True)
+    return MirrorPair(engine, mirror, mirror_dir)
+
+
 def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, threads: int | None = None,
-                  cache_dir: Path | None = None) -> tuple[Engine, Selection]:
+                  cache_dir: Path | None = None, mirror: bool = True) -> tuple[Engine, Selection]:
     """(engine, selection). An explicitly named backend that cannot run is a StreamFerError; auto moves
     on to the next candidate and records why, except for the last (ONNX Runtime on the CPU), whose
-    failure (a missing or corrupt model file) is the error the user sees."""
+    failure (a missing or corrupt model file) is the error the user sees. mirror=False: the folder's mirror
+    model (engines/pair.py) is not loaded, for a run that reads each face alone."""
     from stream_fer.engines import default_model_dir
 
     if backend not in BACKENDS:
         raise StreamFerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+
+    def paired(engine, factory: str):
+        return _with_mirror_model(engine, factory, model_dir, checkpoint, threads, cache_dir) if mirror else engine
+
     if backend != "auto":
-        engine = _FACTORIES[backend](model_dir, checkpoint, threads, cache_dir, True)
+        engine = paired(_FACTORIES[backend](model_dir, checkpoint, threads, cache_dir, True), backend)
         return engine, Selection(engine.name, _describe(engine))
     skipped, failed = [], []
     for name in AUTO_ORDER:
         last = name == AUTO_ORDER[-1]
         try:
-            engine = _FACTORIES[name](model_dir, checkpoint, threads, cache_dir, last)
+            # The candidate is the folder's model and, where it has one, its mirror model on the same backend:
+            # if either cannot start, both move on to the next backend (never one network on each).
+            engine = paired(_FACTORIES[name](model_dir, checkpoint, threads, cache_dir, last), name)
         except _Skip as why:
             skipped.append((name, str(why)))
             continue
@@ -258,11 +278,13 @@ def select_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, thr
 
 
 def load_engine(model_dir=None, backend: str = "auto", checkpoint=None, *, threads: int | None = None,
-                cache_dir: Path | None = None, report: Callable[[str], None] | None = None) -> Engine:
+                cache_dir: Path | None = None, report: Callable[[str], None] | None = None,
+                mirror: bool = True) -> Engine:
     """The engine to run: model_dir defaults to the shipped default model (engines/default/). The full
     selection is logged (INFO, one line per skipped candidate); the one-line summary (Selection.summary) goes
     to `report` if given, else to the log. The selection is kept on the engine as `engine.selection`."""
-    engine, selection = select_engine(model_dir, backend, checkpoint, threads=threads, cache_dir=cache_dir)
+    engine, selection = select_engine(model_dir, backend, checkpoint, threads=threads, cache_dir=cache_dir,
+                                      mirror=mirror)
     for line in selection.lines()[:-1]:
         log.info(line)
     if report is not None:

@@ -30,6 +30,7 @@ import numpy as np
 from stream_fer.align import align_faces
 from stream_fer.discovery import DEFAULT_MIN_FACE
 from stream_fer.engines.base import EngineOutput
+from stream_fer.engines.pair import MirrorPair
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
 from stream_fer.face.au_maps import map_from_masks, region_mask_stack
@@ -138,13 +139,35 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
+def average_readings(crop: EngineOutput, mirror: EngineOutput) -> EngineOutput:
+    """Each face's reading of its crop and of its mirror image averaged: the probabilities, attention and CAMs,
+    the mirror's maps mirrored back into the crop's frame (the test-time flip of the model card)."""
+    return EngineOutput((crop.probs + mirror.probs) / 2,
+                        (crop.attention + mirror.attention[:, :, ::-1]) / 2,
+                        (crop.cams + mirror.cams[:, :, :, ::-1]) / 2)
+
+
 def average_with_mirror(out: EngineOutput, n: int) -> EngineOutput:
-    """The first n faces of a batch whose last n are their mirror images, each read with its mirror: the
-    probabilities, attention and CAMs averaged, the mirror's maps mirrored back into the crop's frame (the
-    test-time flip of the model card; FER+ validation through the product path 85.85% -> 86.63%)."""
-    return EngineOutput((out.probs[:n] + out.probs[n:]) / 2,
-                        (out.attention[:n] + out.attention[n:, :, ::-1]) / 2,
-                        (out.cams[:n] + out.cams[n:, :, :, ::-1]) / 2)
+    """The first n faces of a batch whose last n are their mirror images, each read with its mirror
+    (average_readings; FER+ validation through the product path 85.85% -> 86.63% for the model of session 6)."""
+    return average_readings(EngineOutput(out.probs[:n], out.attention[:n], out.cams[:n]),
+                            EngineOutput(out.probs[n:], out.attention[n:], out.cams[n:]))
+
+
+def read_faces(engine, crops: np.ndarray, mirror: bool = True) -> tuple[EngineOutput, np.ndarray | None]:
+    """Aligned crops (N, S, S) read the way the product reads a face: (the shown outputs, the mirror images'
+    own probabilities or None). With mirror, each crop and its mirror image are read and averaged: by one
+    network in one batch of 2N, or, for an engine whose folder has a mirror model (engines/pair.py), the crops
+    by the one network and the mirror images by the other. mirror=False: the crop alone, half the work."""
+    if not mirror:
+        return engine.infer(crops), None
+    n = len(crops)
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    if isinstance(engine, MirrorPair):
+        crop_out, mirror_out = engine.crop.infer(crops), engine.mirror.infer(mirrored)
+        return average_readings(crop_out, mirror_out), mirror_out.probs
+    both = engine.infer(np.concatenate([crops, mirrored]))
+    return average_with_mirror(both, n), both.probs[n:]
 
 
 class FrameAnalyzer:
@@ -164,6 +187,9 @@ class FrameAnalyzer:
         # its settings are these, else abandoned.
         landmarker = LandmarkerLoad.reuse(landmarker_load, landmarker_path, mode=mode, max_faces=max_faces,
                                           min_detection_confidence=min_detection_confidence, min_face=min_face)
+        # Each face is read together with its mirror image and the two averaged (read_faces); False: the crop
+        # alone, half the engine's work, and the trust score without its mirror evidence.
+        self.mirror = mirror
         try:
             self._set_engine(engine, trust)
             self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
@@ -180,9 +206,6 @@ class FrameAnalyzer:
         # flight instead of freeing the graph under it.
         self._landmarker_lock = threading.Lock()
         self.min_face = min_face  # px; faces down to this height are searched for (0: whole-frame pass only)
-        # Each face is read together with its mirror image and the two averaged (average_with_mirror); False: the
-        # crop alone, half the engine's work, and the trust score without its mirror evidence.
-        self.mirror = mirror
         self.trust_history = TrustHistory(self.trust_model.stability_frames if self.trust_model else 8)
         log.debug("analyzer: engine %s, input %d px, map %d, smoothing %s", getattr(self.engine, "name", "?"),
                   self.crop_size, self.info.map_size, self.smoother)
@@ -192,7 +215,7 @@ class FrameAnalyzer:
         if engine is None:
             from stream_fer.engines.select import load_engine
 
-            engine = load_engine()
+            engine = load_engine(mirror=self.mirror)
         elif callable(engine) and not hasattr(engine, "infer"):
             engine = engine()
         self.engine = engine
@@ -203,8 +226,13 @@ class FrameAnalyzer:
             log.warning("model classes without an AU pattern (no AU map, no cosine): %s", ", ".join(unknown))
         self.crop_size = int(engine.info.input_size)
         # trust=False skips the trust score.
-        self.trust_model = (load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256)
-                            if trust else None)
+        # The trust model was fitted on one way of reading a face: the mirror images read by this network ("")
+        # or by the pair's mirror model (its checkpoint); None when faces are read alone.
+        mirror_sha = None
+        if self.mirror:
+            mirror_sha = engine.mirror_checkpoint_sha256 if isinstance(engine, MirrorPair) else ""
+        self.trust_model = (load_trust_model(getattr(engine, "model_dir", None), engine.info.source_checkpoint_sha256,
+                                             mirror_sha) if trust else None)
 
     # --- stages -------------------------------------------------------------------------------------
 
@@ -221,14 +249,8 @@ class FrameAnalyzer:
         out_faces: list[ClassifiedFace] = []
         if faces:
             crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
-            n = len(faces)
-            if self.mirror:
-                # The mirrored crops in the same engine call: one batch of 2n, each face's output the same as
-                # alone. A face whose mirror image reads differently is ambiguous (the trust score's evidence).
-                both = self.engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
-                out, mirror = average_with_mirror(both, n), both.probs[n:]
-            else:
-                out, mirror = self.engine.infer(crops), None
+            # A face whose mirror image reads differently is ambiguous (the trust score's evidence).
+            out, mirror = read_faces(self.engine, crops, self.mirror)
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)

@@ -104,12 +104,13 @@ def _check_min_face(min_face) -> None:
         raise StreamFerError(f"min_face must be a face height in px >= 0 (0: no small-face search), not {min_face!r}")
 
 
-def _load_engine(engine, model, backend: str, threads: int, announce: Callable[[str], None] | None):
+def _load_engine(engine, model, backend: str, threads: int, announce: Callable[[str], None] | None,
+                 mirror: bool = True):
     if engine is not None:
         return engine
     from stream_fer.engines.select import load_engine
 
-    return load_engine(model, backend=backend, threads=threads, report=announce)
+    return load_engine(model, backend=backend, threads=threads, report=announce, mirror=mirror)
 
 
 def _as_rgb(rgb: Any) -> np.ndarray:
@@ -293,15 +294,23 @@ def _discard(sinks: list) -> None:
 def run_metadata(engine, info: VideoInfo, settings: dict, model_dir=None) -> dict:
     """What a results file says about how it was made (Parquet file metadata, Results.metadata)."""
     from stream_fer import __version__
+    from stream_fer.engines.pair import MirrorPair, pair_sha256
 
     minfo = engine.info
+    model_hash = minfo.onnx_sha256 or minfo.source_checkpoint_sha256
+    model = {"onnx_sha256": minfo.onnx_sha256, "source_checkpoint_sha256": minfo.source_checkpoint_sha256,
+             "precision": minfo.precision, "class_names": list(minfo.class_names),
+             "input_size": minfo.input_size, "engine": getattr(engine, "name", ""),
+             "dir": str(model_dir) if model_dir else "default"}
+    if isinstance(engine, MirrorPair):  # the mirror images read by a second network
+        mirror = engine.mirror.info
+        model["mirror"] = {"onnx_sha256": mirror.onnx_sha256,
+                           "source_checkpoint_sha256": mirror.source_checkpoint_sha256, "dir": str(engine.mirror_dir)}
+        model_hash = pair_sha256(model_hash, mirror.onnx_sha256 or mirror.source_checkpoint_sha256)
     return {
         "stream_fer_version": __version__,
-        "model_sha256": minfo.onnx_sha256 or minfo.source_checkpoint_sha256,
-        "model": {"onnx_sha256": minfo.onnx_sha256, "source_checkpoint_sha256": minfo.source_checkpoint_sha256,
-                  "precision": minfo.precision, "class_names": list(minfo.class_names),
-                  "input_size": minfo.input_size, "engine": getattr(engine, "name", ""),
-                  "dir": str(model_dir) if model_dir else "default"},
+        "model_sha256": model_hash,
+        "model": model,
         "settings": settings,
         "source": {"description": info.description, "width": info.width, "height": info.height,
                    "fps": info.fps, "frame_count": info.frame_count, "codec": info.codec, "live": info.live},
@@ -649,8 +658,8 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             from stream_fer.analyzer import FrameAnalyzer
 
             # a loader: the engine loads while the analyzer builds its landmarker in a thread
-            frame_analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, announce),
-                                           landmarker_path=landmarker, max_faces=max_faces,
+            load = lambda: _load_engine(engine, model, backend, threads, announce, bool(mirror))  # noqa: E731
+            frame_analyzer = FrameAnalyzer(load, landmarker_path=landmarker, max_faces=max_faces,
                                            smoothing=smoothing, smoothing_strength=smoothing_strength,
                                            overlays=options, mode=mode, min_face=min_face, landmarker_load=early,
                                            mirror=bool(mirror))
@@ -715,7 +724,7 @@ class Analyzer:
         from stream_fer.analyzer import FrameAnalyzer
 
         # a loader: the engine loads while the analyzer builds its landmarker in a thread
-        self._analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, None),
+        self._analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, None, bool(mirror)),
                                        landmarker_path=landmarker, max_faces=max_faces,
                                        smoothing=smoothing, smoothing_strength=smoothing_strength,
                                        overlays=options, mode=mode, min_face=min_face, mirror=bool(mirror))

@@ -182,6 +182,8 @@ class TrustModel:
         self.groups: dict[str, str] = dict(spec["feature_groups"])
         self.stability_frames = int(spec.get("stability", {}).get("frames", 8))
         self.source_checkpoint_sha256 = spec.get("source_checkpoint_sha256", "")
+        # the model that read the mirror images when it was fitted: "" the same network (engines/pair.py)
+        self.mirror_checkpoint_sha256 = spec.get("mirror_checkpoint_sha256", "")
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrustModel:
@@ -290,11 +292,14 @@ def trust(probs, class_names, cosines: Mapping[str, float | None], concentration
     return model.score(ev, stability)
 
 
-def trust_file_for(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> tuple[Path, TrustModel] | None:
+def trust_file_for(model_dir: str | Path | None, source_checkpoint_sha256: str = "",
+                   mirror_checkpoint_sha256: str | None = None) -> tuple[Path, TrustModel] | None:
     """(path, model) of an engine's trust model: model_dir/trust.json when there is one (and it was fitted for
     the same checkpoint, where both say which); else the default model's, when it was fitted for exactly this
     checkpoint (the torch backend runs the default checkpoint without a model folder, the INT8 export lives in
-    a sibling folder); else None."""
+    a sibling folder); else None. mirror_checkpoint_sha256: the checkpoint of the model that reads the mirror
+    images ("" the same network; engines/pair.py), which the file must have been fitted with too; None when
+    faces are read alone (any file of the checkpoint then applies, without its mirror evidence)."""
     from stream_fer.engines import default_model_dir
 
     candidates = [(Path(model_dir), False)] if model_dir is not None else []
@@ -314,13 +319,18 @@ def trust_file_for(model_dir: str | Path | None, source_checkpoint_sha256: str =
         if fitted_for and source_checkpoint_sha256 and fitted_for != source_checkpoint_sha256:
             log.warning("ignoring %s: fitted for another checkpoint", path)
             continue
+        if mirror_checkpoint_sha256 is not None and model.mirror_checkpoint_sha256 != mirror_checkpoint_sha256:
+            log.warning("ignoring %s: fitted with the mirror images read by %s", path,
+                        "another model" if model.mirror_checkpoint_sha256 else "the same network")
+            continue
         return path, model
     return None
 
 
-def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str = "") -> TrustModel | None:
+def load_trust_model(model_dir: str | Path | None, source_checkpoint_sha256: str = "",
+                     mirror_checkpoint_sha256: str | None = None) -> TrustModel | None:
     """The trust model of an engine (trust_file_for), or None: the score is then left empty."""
-    found = trust_file_for(model_dir, source_checkpoint_sha256)
+    found = trust_file_for(model_dir, source_checkpoint_sha256, mirror_checkpoint_sha256)
     if found is None:
         log.info("no %s for this model: trust is left empty (fit one with `python -m train trust`)", TRUST_FILENAME)
         return None

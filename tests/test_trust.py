@@ -144,6 +144,26 @@ def test_a_trust_model_fitted_for_another_checkpoint_is_not_used(tmp_path, model
     assert load_trust_model(tmp_path, model.source_checkpoint_sha256) is not None
 
 
+def test_a_trust_model_fitted_with_another_mirror_reader_is_not_used(tmp_path, model):
+    """Fitted on faces whose mirror images one network read, it is not applied where another reads them
+    (engines/pair.py), and the other way round; a run reading each face alone (None) takes either."""
+    sha = model.source_checkpoint_sha256
+    spec = json.loads((default_model_dir() / "trust.json").read_text())
+    mirror_sha = spec.get("mirror_checkpoint_sha256", "")
+    other = "1" * 64
+    assert load_trust_model(tmp_path, sha, mirror_sha) is not None
+    assert load_trust_model(tmp_path, sha, None) is not None
+    assert load_trust_model(tmp_path, sha, other) is None
+    spec["mirror_checkpoint_sha256"] = other
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    (folder / "trust.json").write_text(json.dumps(spec))
+    assert load_trust_model(folder, sha, other).mirror_checkpoint_sha256 == other
+    assert load_trust_model(folder, sha, None) is not None
+    found = load_trust_model(folder, sha, "")  # read with its own mirror: falls to the default model's, if it fits
+    assert found is None or found.mirror_checkpoint_sha256 == ""
+
+
 # WolfgangLanger_Pexels.mp4 (472 frames, 23.976 fps), ranges marked by eye on extracted frames: steady, unoccluded
 # faces (crying 30-56, laughing 260-440); the hand over the mouth (enters at ~60, gone by ~228); transitions
 # (brows knit and the crying sets in 4-24; the hand leaves and the smile forms 224-248).

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from stream_fer.train.data import FerSplit
+from stream_fer.train.paths import train_cache
 
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.model_files import file_sha256
-from stream_fer.train.data import FerSplit
-from stream_fer.train.paths import train_cache
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,14 @@ def faces_cache_path(split: FerSplit, landmarker_path: Path, crop_size: int) -> 
 
 def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path, crop_size: int = 48,
                mirror: bool = True) -> Path:
+    from stream_fer.engines.pair import mirror_model_dir
+
     digest = _split_digest(split, landmarker_path, crop_size)
     digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
     digest.update(b"mirror" if mirror else b"crop only")
+    mirror_dir = mirror_model_dir(Path(model_dir)) if mirror else None
+    if mirror_dir is not None:  # the mirror images read by a second network (engines/pair.py)
+        digest.update(file_sha256(mirror_dir / "model.onnx").encode())
     return train_cache() / f"product_path-{split.name}-{digest.hexdigest()[:12]}.npz"
 
 
@@ -144,10 +149,11 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
               mirror: bool = True) -> ProductPathOutputs:
     """The product path over a whole split (cached per model; the landmarks once for all models; one process,
     one engine thread). mirror=False: the crop alone, as the analyzer read a face before session 6."""
-    from stream_fer.analyzer import average_with_mirror
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.base import META_FILENAME, ModelInfo
     from stream_fer.engines.select import load_engine
+
+    from stream_fer.analyzer import read_faces
     from stream_fer.model_files import resolve_landmarker
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -157,7 +163,7 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     path = cache_path(split, model_dir, lm_path, size, mirror)
     if path.exists():
         return _load(path, split)
-    engine = load_engine(model_dir, "onnxruntime", threads=1)
+    engine = load_engine(model_dir, "onnxruntime", threads=1, mirror=mirror)
     faces = split_faces(split, lm_path, size)
     n = len(split)
     probs = np.zeros((n, k), np.float32)
@@ -168,11 +174,9 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     for start in range(0, len(rows), CHUNK):
         part = rows[start : start + CHUNK]
         crops = np.ascontiguousarray(faces["crops"][part])
-        if mirror:  # as FrameAnalyzer.classify: the crops and their mirror images in one call
-            both = engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
-            out, mirrored[part] = average_with_mirror(both, len(part)), both.probs[len(part):]
-        else:
-            out = engine.infer(crops)
+        out, mirror_out = read_faces(engine, crops, mirror)  # as FrameAnalyzer.classify
+        if mirror_out is not None:
+            mirrored[part] = mirror_out
         probs[part], attention[part], cams[part] = out.probs, out.attention, out.cams
     extra = {"mirror_probs": mirrored} if mirror else {}
     _save(path, **faces, probs=probs, attention=attention, cams=cams, crop_size=np.int64(size), **extra)
@@ -225,9 +229,12 @@ def mirror_probs(out: ProductPathOutputs, model_dir: Path | None = None) -> np.n
     analyzer computes them for the trust score: stored by run_split, or computed for a crop-only run."""
     if out.mirror_probs is not None:
         return out.mirror_probs
+    from stream_fer.engines.pair import MirrorPair
     from stream_fer.engines.select import load_engine
 
     engine = load_engine(model_dir, "onnxruntime", threads=1)
+    if isinstance(engine, MirrorPair):  # the network that reads the mirror images
+        engine = engine.mirror
     probs = np.zeros_like(out.probs)
     rows = np.flatnonzero(out.found)
     for start in range(0, len(rows), CHUNK):

@@ -218,14 +218,17 @@ def cross_validated_auroc(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: in
     return float(roc_auc_score(y, scores))
 
 
-def fit_trust(valid_out, mirror: np.ndarray, source_checkpoint_sha256: str = "") -> tuple[dict, dict]:
-    """(trust.json spec, the validation report)."""
+def fit_trust(valid_out, mirror: np.ndarray, source_checkpoint_sha256: str = "",
+              mirror_checkpoint_sha256: str = "") -> tuple[dict, dict]:
+    """(trust.json spec, the validation report). mirror_checkpoint_sha256: the checkpoint of the model that read
+    the mirror images, "" when the same network did (engines/pair.py)."""
     keep = labelled_found(valid_out)
     labels = valid_out.labels[keep]
     probs = valid_out.probs[keep]
     temperature = fit_temperature(probs, labels)
     bs_mean, bs_scale = blendshape_stats(valid_out, keep)
     spec = {"format_version": 1, "source_checkpoint_sha256": source_checkpoint_sha256,
+            **({"mirror_checkpoint_sha256": mirror_checkpoint_sha256} if mirror_checkpoint_sha256 else {}),
             "fitted_on": "FER+ validation split, product path (python -m train trust)",
             "temperature": temperature, "blendshape_mean": bs_mean, "blendshape_scale": bs_scale,
             "feature_groups": GROUPS, "stability": {"frames": 8, "rule": "score x share of the last frames "
@@ -316,15 +319,18 @@ def register(sub) -> None:
 def _trust(args) -> int:
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.base import ModelInfo
+    from stream_fer.engines.pair import mirror_model_dir
     from stream_fer.train.data import load_ferplus
     from stream_fer.train.product_path import mirror_probs, run_split
 
     model_dir = args.model_dir or default_model_dir()
     info = ModelInfo.from_file(Path(model_dir) / "model.json")
+    mirror_dir = mirror_model_dir(Path(model_dir))
+    mirror_sha = ModelInfo.from_file(mirror_dir / "model.json").source_checkpoint_sha256 if mirror_dir else ""
     splits = load_ferplus(args.data)
     valid = run_split(splits["valid"], model_dir)
     valid_mirror = mirror_probs(valid, model_dir)
-    spec, report = fit_trust(valid, valid_mirror, info.source_checkpoint_sha256)
+    spec, report = fit_trust(valid, valid_mirror, info.source_checkpoint_sha256, mirror_sha)
     report["valid"] = evaluate_trust(valid, spec, valid_mirror)
     if args.test:
         test = run_split(splits["test"], model_dir)

@@ -73,10 +73,14 @@ def model_sha256(model_dir: str | os.PathLike | None) -> str:
     file's own hash where that is missing). One clear error when the folder holds no model."""
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.base import model_files
+    from stream_fer.engines.pair import mirror_model_dir, pair_sha256
     from stream_fer.model_files import file_sha256
 
-    onnx_path, info = model_files(Path(model_dir) if model_dir is not None else default_model_dir())
-    return info.onnx_sha256 or file_sha256(onnx_path)
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    onnx_path, info = model_files(model_dir)
+    sha = info.onnx_sha256 or file_sha256(onnx_path)
+    mirror_dir = mirror_model_dir(model_dir)  # a second network reads the mirror images (engines/pair.py)
+    return pair_sha256(sha, model_sha256(mirror_dir)) if mirror_dir is not None else sha
 
 
 @dataclass(frozen=True)

@@ -151,3 +151,26 @@ def exported_int8(tiny_checkpoint, int8_faces, check_faces, tmp_path_factory):
 def decisive_real_faces(tiny_model, real_faces) -> np.ndarray:
     """The real faces that are not near-ties for the test model (see decisive_subset)."""
     return decisive_subset(tiny_model, real_faces)
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint(tmp_path_factory, check_faces):
+    """A second small model (another seed): the network that reads the mirror images."""
+    from stream_fer.train.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "other.pt", _decisive_model(check_faces, seed=1))
+
+
+@pytest.fixture(scope="session")
+def other_fp32(other_checkpoint, check_faces, tmp_path_factory):
+    from stream_fer.train.export import export_checkpoint
+
+    return export_checkpoint(other_checkpoint, tmp_path_factory.mktemp("other") / "fp32", check=False)
+
+
+@pytest.fixture(scope="session")
+def other_int8(other_checkpoint, check_faces, tmp_path_factory):
+    from stream_fer.train.export import export_checkpoint
+
+    return export_checkpoint(other_checkpoint, tmp_path_factory.mktemp("other") / "int8", int8=True, check=False,
+                             calibration=check_faces)

@@ -320,8 +320,8 @@ def test_each_face_is_read_with_its_mirror_image(onnx_engine, landmarker_model, 
             detected = a.detect(make_frame(smile.rgb))
             results[mirror] = a.classify(detected).faces[0]
     crops, _ = align_faces(smile.rgb, [detected.faces[0].points], onnx_engine.info.input_size)
-    crop = onnx_engine.infer(crops)
-    mirrored = onnx_engine.infer(np.ascontiguousarray(crops[:, :, ::-1]))
+    crop = onnx_engine.infer(crops)  # the crop network (of a pair too: engines/pair.py), then the mirror's reader
+    mirrored = getattr(onnx_engine, "mirror", onnx_engine).infer(np.ascontiguousarray(crops[:, :, ::-1]))
     both, alone = results[True], results[False]
     np.testing.assert_allclose(both.raw_probs, (crop.probs[0] + mirrored.probs[0]) / 2, atol=1e-5)
     np.testing.assert_allclose(both.attention, (crop.attention[0] + mirrored.attention[0][:, ::-1]) / 2, atol=1e-5)

@@ -26,9 +26,9 @@ def test_outputs_are_the_engines_on_the_stored_crops(product_path, onnx_engine):
     found = out.found
     np.testing.assert_allclose(out.probs[found].sum(axis=1), 1.0, atol=1e-4)
     assert not out.probs[~found].any()
-    # each face read with its mirror image, as the analyzer reads it
+    # each face read with its mirror image, as the analyzer reads it (by the default's mirror model, when it has one)
     crop = onnx_engine.infer(out.crops[found])
-    mirrored = onnx_engine.infer(np.ascontiguousarray(out.crops[found][:, :, ::-1]))
+    mirrored = getattr(onnx_engine, "mirror", onnx_engine).infer(np.ascontiguousarray(out.crops[found][:, :, ::-1]))
     np.testing.assert_allclose(out.probs[found], (crop.probs + mirrored.probs) / 2, atol=1e-5)
     np.testing.assert_allclose(out.mirror_probs[found], mirrored.probs, atol=1e-5)
     np.testing.assert_allclose(out.attention[found], (crop.attention + mirrored.attention[:, :, ::-1]) / 2,
