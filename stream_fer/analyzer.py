@@ -29,7 +29,6 @@ import numpy as np
 
 from stream_fer.align import align_faces
 from stream_fer.discovery import DEFAULT_MIN_FACE
-from stream_fer.engines.base import EngineOutput
 from stream_fer.engines.pair import MirrorPair
 from stream_fer.face.action_units import ACTION_UNITS, EXPRESSION_AUS
 from stream_fer.face.alignment import apply_affine
@@ -37,6 +36,7 @@ from stream_fer.face.au_maps import map_from_masks, region_mask_stack
 from stream_fer.face.geometry import face_frame
 from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.landmarks import FaceLandmarks, Landmarker, LandmarkerLoad
+from stream_fer.reading import MIRROR_BELOW, average_readings, average_with_mirror, check_mirror_below, read_faces  # noqa: F401  (average_* re-exported: the analyzer's reading)
 from stream_fer.render import OverlayOptions, render_frame
 from stream_fer.smoothing import make_smoother
 from stream_fer.tracking import FaceTracker
@@ -139,35 +139,11 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
-def average_readings(crop: EngineOutput, mirror: EngineOutput) -> EngineOutput:
-    """Each face's reading of its crop and of its mirror image averaged: the probabilities, attention and CAMs,
-    the mirror's maps mirrored back into the crop's frame (the test-time flip of the model card)."""
-    return EngineOutput((crop.probs + mirror.probs) / 2,
-                        (crop.attention + mirror.attention[:, :, ::-1]) / 2,
-                        (crop.cams + mirror.cams[:, :, :, ::-1]) / 2)
-
-
-def average_with_mirror(out: EngineOutput, n: int) -> EngineOutput:
-    """The first n faces of a batch whose last n are their mirror images, each read with its mirror
-    (average_readings; FER+ validation through the product path 85.85% -> 86.63% for the model of session 6)."""
-    return average_readings(EngineOutput(out.probs[:n], out.attention[:n], out.cams[:n]),
-                            EngineOutput(out.probs[n:], out.attention[n:], out.cams[n:]))
-
-
-def read_faces(engine, crops: np.ndarray, mirror: bool = True) -> tuple[EngineOutput, np.ndarray | None]:
-    """Aligned crops (N, S, S) read the way the product reads a face: (the shown outputs, the mirror images'
-    own probabilities or None). With mirror, each crop and its mirror image are read and averaged: by one
-    network in one batch of 2N, or, for an engine whose folder has a mirror model (engines/pair.py), the crops
-    by the one network and the mirror images by the other. mirror=False: the crop alone, half the work."""
-    if not mirror:
-        return engine.infer(crops), None
-    n = len(crops)
-    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
-    if isinstance(engine, MirrorPair):
-        crop_out, mirror_out = engine.crop.infer(crops), engine.mirror.infer(mirrored)
-        return average_readings(crop_out, mirror_out), mirror_out.probs
-    both = engine.infer(np.concatenate([crops, mirrored]))
-    return average_with_mirror(both, n), both.probs[n:]
+def _read_mirror(mirror_probs: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Face i's mirror-image probabilities, or None where its mirror image was not read."""
+    if mirror_probs is None or np.isnan(mirror_probs[i, 0]):
+        return None
+    return np.asarray(mirror_probs[i], np.float32)
 
 
 class FrameAnalyzer:
@@ -178,18 +154,20 @@ class FrameAnalyzer:
                  overlays: OverlayOptions = OverlayOptions(), mode: str = "video", track_max_missed: int = 5,
                  track_max_distance: float = 0.6, min_detection_confidence: float = 0.5,
                  min_face: float = DEFAULT_MIN_FACE, trust: bool = True,
-                 landmarker_load: LandmarkerLoad | None = None, mirror: bool = True):
+                 landmarker_load: LandmarkerLoad | None = None, mirror: bool = True,
+                 mirror_below: float = MIRROR_BELOW):
         if max_faces < 1:
             raise ValueError("max_faces must be at least 1")
+        # A face's mirror image is read too where the crop alone is less sure than mirror_below, and the two
+        # readings averaged (read_faces); False: the crop alone, and the trust score without its mirror evidence.
+        self.mirror = mirror
+        self.mirror_below = check_mirror_below(mirror_below)
         # MediaPipe builds its graphs (about 0.3 s of start-up, native work that leaves the GIL free) in a thread
         # while this one loads the engine; `engine` may also be a loader (a callable that returns one).
         # `landmarker_load`: one already being built (analyze() starts it before opening the input); used when
         # its settings are these, else abandoned.
         landmarker = LandmarkerLoad.reuse(landmarker_load, landmarker_path, mode=mode, max_faces=max_faces,
                                           min_detection_confidence=min_detection_confidence, min_face=min_face)
-        # Each face is read together with its mirror image and the two averaged (read_faces); False: the crop
-        # alone, half the engine's work, and the trust score without its mirror evidence.
-        self.mirror = mirror
         try:
             self._set_engine(engine, trust)
             self.tracker = FaceTracker(max_missed=track_max_missed, max_distance=track_max_distance)
@@ -250,7 +228,7 @@ class FrameAnalyzer:
         if faces:
             crops, matrices = align_faces(detected.frame.rgb, [f.points for f in faces], self.crop_size)
             # A face whose mirror image reads differently is ambiguous (the trust score's evidence).
-            out, mirror = read_faces(self.engine, crops, self.mirror)
+            out, mirror = read_faces(self.engine, crops, self.mirror, self.mirror_below)
             for i, lm in enumerate(faces):
                 crop_pts = apply_affine(matrices[i], lm.points)
                 attention = np.asarray(out.attention[i], dtype=np.float32)
@@ -260,7 +238,7 @@ class FrameAnalyzer:
                     raw_probs=np.asarray(out.probs[i], dtype=np.float32), attention=attention,
                     cams=np.asarray(out.cams[i], dtype=np.float32),
                     au_attention_share=attention_shares(attention, crop_pts, self.crop_size, masks),
-                    au_masks=masks, mirror_probs=None if mirror is None else np.asarray(mirror[i], np.float32)))
+                    au_masks=masks, mirror_probs=_read_mirror(mirror, i)))
         latency = {**detected.latency_ms, "classify": _ms_since(t0)}
         return Classified(detected.frame, tuple(out_faces), latency)
 

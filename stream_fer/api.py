@@ -38,6 +38,7 @@ import numpy as np
 
 from stream_fer.errors import StreamFerError
 from stream_fer.frames import Frame, FrameResult
+from stream_fer.reading import MIRROR_BELOW, check_mirror_below
 from stream_fer.sinks import DEFAULT_PRESET
 from stream_fer.sources import Source, VideoInfo
 
@@ -578,7 +579,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             fps: float | None = None, reconnect: int = 5, crf: int = 23, preset: str = DEFAULT_PRESET,
             announce: Callable[[str], None] | None = None, min_face: float = DEFAULT_MIN_FACE,
             keep_rows: bool | None = None, pipeline: str = "threaded", analyzer: Analyzer | None = None,
-            mirror: bool = True) -> Results:
+            mirror: bool = True, mirror_below: float = MIRROR_BELOW) -> Results:
     """Analyse a video file, an rtsp:// URL, a webcam index (0, 1, ...), an image file, or RGB frames (an
     iterable of (H, W, 3) uint8 arrays, stamped at `fps`, default 30).
 
@@ -595,10 +596,12 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     face_landmarker.task; `engine` an already loaded engine to share (then backend/model/threads are not
     used); `min_face` the smallest face height in px to look for (default 40; faces smaller than about a
     sixth of the frame are found by a tiled search, which costs nothing while max_faces faces are in view;
-    0: the whole-frame detector only, see stream_fer.discovery); `mirror` (default True) reads each face
-    together with its mirror image and averages the two; False reads the crop alone: half the model's work per
-    face (benchmarks/RESULTS.md), lower accuracy (the model card: "each face is read with its mirror image") and
-    a trust score without its mirror evidence. Video: `overlays` (see overlay_options),
+    0: the whole-frame detector only, see stream_fer.discovery); `mirror` (default True) reads a face's mirror
+    image too and averages the two readings where the crop alone gives the top label a probability below
+    `mirror_below` (default 0.7: on FER+ validation every label is then the one reading every mirror gives, for
+    about a third of the engine's second passes; 1: every face); False reads the crop alone: the model's work
+    per face halved (benchmarks/RESULTS.md), lower accuracy (the model card: "each face is read with its mirror
+    image") and a trust score without its mirror evidence. Video: `overlays` (see overlay_options),
     `max_frames`, `audio` (copy the input's), `crf` and `preset` (x264), `reconnect` (RTSP attempts).
     `keep_rows` keeps the rows in memory for to_pandas() (default: for finite sources, and live ones with
     max_frames; False saves the memory when only the files are wanted). `progress` shows a progress bar;
@@ -608,8 +611,9 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
     "sequential" (every step in one thread, the video file decoded in it too: one core per video, for
     running several analyses side by side). `analyzer`: an open Analyzer to analyse with (its models and
     settings; then max_faces, smoothing, smoothing_strength, min_face, overlays, backend, model, threads,
-    landmarker, engine and mirror are not used). It is reset before the run (a fresh stream: results as from a new
-    Analyzer) and left open afterwards, so one Analyzer serves many videos in turn with its models loaded once.
+    landmarker, engine, mirror and mirror_below are not used). It is reset before the run (a fresh stream: results
+    as from a new Analyzer) and left open afterwards, so one Analyzer serves many videos in turn with its models
+    loaded once.
 
     Raises StreamFerError (one line a user can act on) for bad input, before any heavy work where it can.
     """
@@ -620,11 +624,13 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
         if not isinstance(analyzer, Analyzer):
             raise StreamFerError(f"analyzer must be a stream_fer.Analyzer, not {type(analyzer).__name__}")
         analyzer._check_lendable()
-        max_faces, smoothing, smoothing_strength, min_face, backend, threads, landmarker, overlays, mirror = (
-            analyzer._settings[k] for k in ("max_faces", "smoothing", "smoothing_strength", "min_face", "backend",
-                                            "threads", "landmarker", "overlays", "mirror"))
+        (max_faces, smoothing, smoothing_strength, min_face, backend, threads, landmarker, overlays, mirror,
+         mirror_below) = (analyzer._settings[k] for k in ("max_faces", "smoothing", "smoothing_strength", "min_face",
+                                                          "backend", "threads", "landmarker", "overlays", "mirror",
+                                                          "mirror_below"))
     _check_analysis_options(max_faces, threads, smoothing, smoothing_strength, max_frames)
     _check_min_face(min_face)
+    mirror_below = check_mirror_below(mirror_below)
     paths = _check_outputs(source, {"out": out, "csv": csv, "jsonl": jsonl, "parquet": parquet,
                                     "report": report})
     if "report" in paths:
@@ -662,7 +668,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
             frame_analyzer = FrameAnalyzer(load, landmarker_path=landmarker, max_faces=max_faces,
                                            smoothing=smoothing, smoothing_strength=smoothing_strength,
                                            overlays=options, mode=mode, min_face=min_face, landmarker_load=early,
-                                           mirror=bool(mirror))
+                                           mirror=bool(mirror), mirror_below=mirror_below)
             early = None  # the analyzer owns it now
             loaded = frame_analyzer.engine
     except BaseException:
@@ -673,7 +679,7 @@ def analyze(source, *, out: str | os.PathLike | None = None, csv: str | os.PathL
         raise
     settings = {"max_faces": max_faces, "min_face": min_face, "smoothing": smoothing,
                 "smoothing_strength": smoothing_strength, "backend": backend, "threads": threads,
-                "mirror": bool(mirror), "max_frames": max_frames,
+                "mirror": bool(mirror), "mirror_below": mirror_below, "max_frames": max_frames,
                 "overlays": dataclasses.asdict(options), "landmarker": str(landmarker) if landmarker else "default"}
     metadata = run_metadata(loaded, info, settings, model)
     for sink in sinks:
@@ -715,11 +721,13 @@ class Analyzer:
                  backend: str = "auto", model: str | os.PathLike | None = None, threads: int = 1,
                  mode: str = "video", overlays: OverlayOptions | Mapping[str, bool] | Iterable[str] | None = None,
                  engine=None, landmarker: str | os.PathLike | None = None,
-                 min_face: float = DEFAULT_MIN_FACE, mirror: bool = True) -> None:
+                 min_face: float = DEFAULT_MIN_FACE, mirror: bool = True,
+                 mirror_below: float = MIRROR_BELOW) -> None:
         if mode not in ("video", "image"):
             raise StreamFerError(f"mode must be 'video' or 'image', not {mode!r}")
         _check_analysis_options(max_faces, threads, smoothing, smoothing_strength)
         _check_min_face(min_face)
+        mirror_below = check_mirror_below(mirror_below)
         options = overlay_options(overlays)
         from stream_fer.analyzer import FrameAnalyzer
 
@@ -727,12 +735,13 @@ class Analyzer:
         self._analyzer = FrameAnalyzer(lambda: _load_engine(engine, model, backend, threads, None, bool(mirror)),
                                        landmarker_path=landmarker, max_faces=max_faces,
                                        smoothing=smoothing, smoothing_strength=smoothing_strength,
-                                       overlays=options, mode=mode, min_face=min_face, mirror=bool(mirror))
+                                       overlays=options, mode=mode, min_face=min_face, mirror=bool(mirror),
+                                       mirror_below=mirror_below)
         self.mode = mode
         # what analyze(analyzer=self) analyses with (and records in the results' metadata)
         self._settings = {"max_faces": max_faces, "smoothing": smoothing, "smoothing_strength": smoothing_strength,
                           "min_face": min_face, "backend": backend, "threads": threads, "landmarker": landmarker,
-                          "overlays": options, "mirror": bool(mirror)}
+                          "overlays": options, "mirror": bool(mirror), "mirror_below": mirror_below}
         self._index = 0
         self._last_ms: int | None = None
         self._clock0: float | None = None

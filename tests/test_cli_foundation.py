@@ -173,3 +173,21 @@ def test_the_program_keeps_openblas_to_one_thread_unless_told_otherwise(argv, pr
         env["OPENBLAS_NUM_THREADS"] = preset
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert f"OPENBLAS={expected}" in out.stdout.splitlines()
+
+
+def test_the_mirror_threshold_is_documented_with_its_value_and_checked(cli, tmp_path, model_env):
+    """`--mirror-below` says the analyzer's own default in its help, and a value that is not a probability is one
+    clear line before any output is written, for `run` and for `batch`."""
+    from stream_fer.reading import MIRROR_BELOW
+
+    for command in ("run", "batch"):
+        result = cli(command, "--help")
+        assert result.returncode == 0 and f"(default {MIRROR_BELOW}" in " ".join(result.stdout.split())
+    from stream_fer.samples import sample_video
+
+    out = tmp_path / "rows.csv"
+    assert_one_error_line(cli("run", sample_video(), "--csv", out, "--mirror-below", "1.5", env=model_env),
+                          "mirror_below must be a probability")
+    assert not out.exists()
+    assert_one_error_line(cli("batch", tmp_path, "--out-dir", tmp_path / "b", "--mirror-below", "0", env=model_env),
+                          "mirror_below must be a probability")

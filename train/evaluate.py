@@ -188,6 +188,9 @@ def register(sub) -> None:
     parser.add_argument("--crop-only", action="store_true",
                         help="with --product-path: the crop alone, not averaged with its mirror image as the "
                              "analyzer reads a face (before session 6 it read the crop alone)")
+    parser.add_argument("--mirror-below", type=float, default=None,
+                        help="with --product-path: read a face's mirror image where its crop's top probability is "
+                             "below this (default: the analyzer's, stream_fer.analyzer.MIRROR_BELOW; 1: every face)")
     parser.add_argument("--inputs", choices=INPUTS,
                         help="without --product-path: the raw 48 x 48 FER+ images, or each face as the product's "
                              "aligned crop (train/aligned.py); default: what the checkpoint was trained on")
@@ -200,9 +203,15 @@ def _eval_product_path(args) -> int:
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
-    out = run_split(split, args.model_dir, mirror=not args.crop_only)
+    from stream_fer.analyzer import MIRROR_BELOW, check_mirror_below
+
+    below = MIRROR_BELOW if args.mirror_below is None else check_mirror_below(args.mirror_below)
+    out = run_split(split, args.model_dir, mirror=not args.crop_only, mirror_below=below)
     metrics = {"model_dir": str(args.model_dir or "engines/default"), "split": args.split,
-               "mirror": not args.crop_only, **product_path_metrics(out)}
+               "mirror": not args.crop_only, **({"mirror_below": below} if not args.crop_only else {}),
+               **product_path_metrics(out)}
+    if not args.crop_only:
+        metrics["mirror_read"] = float(out.mirror_read()[out.found].mean()) if out.found.any() else 0.0
     print(f"product path: faces found on {metrics['labelled_found']}/{metrics['labelled']} labelled images "
           f"({metrics['coverage']:.1%}); metrics over those:")
     print(format_report(metrics))

@@ -53,7 +53,15 @@ class ProductPathOutputs:
     blendshapes: np.ndarray  # (N, 52) float32, columns named by blendshape_names
     blendshape_names: tuple[str, ...]
     crop_size: int
-    mirror_probs: np.ndarray | None = None  # (N, K) the mirrored crop's own probabilities (the trust evidence)
+    # (N, K) the mirrored crop's own probabilities (the trust evidence); NaN rows where the mirror image was not read
+    # (the crop alone was sure enough: stream_fer.analyzer.read_faces)
+    mirror_probs: np.ndarray | None = None
+
+    def mirror_read(self) -> np.ndarray:
+        """(N,) bool: the faces whose mirror image was read and averaged with the crop."""
+        if self.mirror_probs is None:
+            return np.zeros(len(self.keys), dtype=bool)
+        return self.found & ~np.isnan(self.mirror_probs[:, 0])
 
     def blendshape_dict(self, i: int) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.blendshape_names, self.blendshapes[i])}
@@ -77,12 +85,14 @@ def faces_cache_path(split: FerSplit, landmarker_path: Path, crop_size: int) -> 
 
 
 def cache_path(split: FerSplit, model_dir: Path, landmarker_path: Path, crop_size: int = 48,
-               mirror: bool = True) -> Path:
+               mirror: bool = True, mirror_below: float = 1.0) -> Path:
     from stream_fer.engines.pair import mirror_model_dir
 
     digest = _split_digest(split, landmarker_path, crop_size)
     digest.update(file_sha256(Path(model_dir) / "model.onnx").encode())
     digest.update(b"mirror" if mirror else b"crop only")
+    if mirror and mirror_below < 1.0:  # (every mirror read: the key of the caches made before the threshold)
+        digest.update(f"mirror below {mirror_below!r}".encode())
     mirror_dir = mirror_model_dir(Path(model_dir)) if mirror else None
     if mirror_dir is not None:  # the mirror images read by a second network (engines/pair.py)
         digest.update(file_sha256(mirror_dir / "model.onnx").encode())
@@ -146,21 +156,24 @@ def split_faces(split: FerSplit, landmarker_path: Path, size: int) -> dict[str, 
 
 
 def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=None,
-              mirror: bool = True) -> ProductPathOutputs:
+              mirror: bool = True, mirror_below: float | None = None) -> ProductPathOutputs:
     """The product path over a whole split (cached per model; the landmarks once for all models; one process,
-    one engine thread). mirror=False: the crop alone, as the analyzer read a face before session 6."""
+    one engine thread). Each face is read as the analyzer reads it (read_faces): its mirror image too where the
+    crop's top probability is below `mirror_below` (default: the analyzer's MIRROR_BELOW; 1: every face).
+    mirror=False: the crop alone, as the analyzer read a face before session 6."""
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.base import META_FILENAME, ModelInfo
     from stream_fer.engines.select import load_engine
 
-    from stream_fer.analyzer import read_faces
+    from stream_fer.analyzer import MIRROR_BELOW, read_faces
     from stream_fer.model_files import resolve_landmarker
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     lm_path = Path(resolve_landmarker(landmarker_path))
     info = ModelInfo.from_file(model_dir / META_FILENAME)  # the cache key needs the crop size, not the engine
     size, k, m = info.input_size, len(info.class_names), info.map_size
-    path = cache_path(split, model_dir, lm_path, size, mirror)
+    mirror_below = MIRROR_BELOW if mirror_below is None else float(mirror_below)
+    path = cache_path(split, model_dir, lm_path, size, mirror, mirror_below)
     if path.exists():
         return _load(path, split)
     engine = load_engine(model_dir, "onnxruntime", threads=1, mirror=mirror)
@@ -174,7 +187,7 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     for start in range(0, len(rows), CHUNK):
         part = rows[start : start + CHUNK]
         crops = np.ascontiguousarray(faces["crops"][part])
-        out, mirror_out = read_faces(engine, crops, mirror)  # as FrameAnalyzer.classify
+        out, mirror_out = read_faces(engine, crops, mirror, mirror_below)  # as FrameAnalyzer.classify
         if mirror_out is not None:
             mirrored[part] = mirror_out
         probs[part], attention[part], cams[part] = out.probs, out.attention, out.cams

@@ -168,7 +168,7 @@ def split_features(out, spec: dict, mirror: np.ndarray) -> SplitFeatures:
         label = CLASS_NAMES[int(out.probs[i].argmax())]
         cos = attention_au_cosine(out.attention[i], out.crop_points[i], out.crop_size, label, masks)
         ev = face_evidence(out.probs[i], CLASS_NAMES, out.attention[i], out.crop_points[i], out.crop_size, masks,
-                           out.blendshape_dict(i), cos, mirror[i])
+                           out.blendshape_dict(i), cos, None if np.isnan(mirror[i, 0]) else mirror[i])
         kind, f = model.features(ev)
         f["raw_confidence"] = float(out.probs[i].max())
         kinds.append(kind)

@@ -24,6 +24,7 @@ from pathlib import Path
 from stream_fer.batch.layout import VideoOutputs
 from stream_fer.batch.markers import Fingerprint, remove_quietly, write_marker
 from stream_fer.errors import StreamFerError, first_line
+from stream_fer.reading import MIRROR_BELOW
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class BatchSettings:
     video: bool = False  # the annotated video
     audio: bool = True  # copied into the annotated video
     mirror: bool = True  # each face read with its mirror image (False: the crop alone, half the model's work)
+    mirror_below: float = MIRROR_BELOW  # ... where the crop alone is less sure than this (1: every face)
 
     def fingerprint_items(self) -> dict:
         """The settings a video's outputs depend on (what goes into its fingerprint)."""
@@ -58,8 +60,15 @@ class BatchSettings:
         items["landmarker"] = None  # likewise: the landmarker is verified by its sha256
         if not self.video:
             items.pop("audio")
-        if self.mirror:  # the default, as before the option existed: earlier outputs keep their fingerprints
+        # Every face read with its mirror image is what every batch did before these settings existed (session 16):
+        # it adds nothing to the fingerprint, so those outputs stay finished; the threshold counts only when a
+        # mirror image is read at all.
+        if self.mirror:
             items.pop("mirror")
+            if self.mirror_below >= 1.0:
+                items.pop("mirror_below")
+        else:
+            items.pop("mirror_below")
         return items
 
 
@@ -131,7 +140,7 @@ def worker_analyzer(settings: BatchSettings):
     analyze(analyzer=...) resets it before each video, so the landmarker, the trust model and the rest load
     once per worker instead of once per video."""
     key = (settings.model, settings.backend, settings.landmarker, settings.max_faces, settings.min_face,
-           settings.smoothing, settings.smoothing_strength, settings.mirror)
+           settings.smoothing, settings.smoothing_strength, settings.mirror, settings.mirror_below)
     if key not in _ANALYZERS:
         import stream_fer
 
@@ -139,7 +148,7 @@ def worker_analyzer(settings: BatchSettings):
         _ANALYZERS[key] = stream_fer.Analyzer(
             max_faces=settings.max_faces, smoothing=settings.smoothing, smoothing_strength=settings.smoothing_strength,
             backend=settings.backend, threads=1, engine=worker_engine(settings), landmarker=settings.landmarker,
-            min_face=settings.min_face, mirror=settings.mirror)
+            min_face=settings.min_face, mirror=settings.mirror, mirror_below=settings.mirror_below)
     return _ANALYZERS[key]
 
 

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
     model.add_argument("--max-frames", type=int, metavar="N", help="only the first N frames of each video")
     model.add_argument("--no-mirror", action="store_true",
                        help="read each face alone, not averaged with its mirror image (half the model's work per face)")
+    model.add_argument("--mirror-below", type=float, default=None, metavar="P",
+                       help="read a face's mirror image too where the crop alone gives the top label a probability "
+                            "below P (default 0.7; 1: every face)")
     parser.set_defaults(handler=_batch)
 
 
@@ -86,13 +89,18 @@ def _batch(args: argparse.Namespace) -> int:
     if args.ray is not None and args.ray != LOCAL_RAY and args.workers is not None:
         raise StreamFerError("--workers sizes a local pool or a local Ray; a Ray cluster uses all its CPUs")
     make_smoother(args.smoothing, args.smoothing_strength)  # a bad name fails before any worker starts
+    if args.mirror_below is not None:
+        from stream_fer.reading import check_mirror_below
+
+        check_mirror_below(args.mirror_below)
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise StreamFerError(f"--out-dir {out_dir} is a file, not a folder")
     settings = BatchSettings(max_faces=args.max_faces, min_face=args.min_face, smoothing=args.smoothing,
                              smoothing_strength=args.smoothing_strength, backend=args.backend, model=args.model,
                              landmarker=args.landmarker, max_frames=args.max_frames, csv=args.csv, jsonl=args.jsonl,
-                             video=args.video, audio=not args.no_audio, mirror=not args.no_mirror)
+                             video=args.video, audio=not args.no_audio, mirror=not args.no_mirror,
+                             **({} if args.mirror_below is None else {"mirror_below": args.mirror_below}))
     options = BatchOptions(out_dir=out_dir, settings=settings, workers=args.workers, ray=args.ray is not None,
                            ray_address=None if args.ray in (None, LOCAL_RAY) else args.ray, force=args.force,
                            retry_failed=args.retry_failed, shard=Shard.parse(args.shard) if args.shard else None,

@@ -63,6 +63,10 @@ def register(subparsers) -> None:
     analysis.add_argument("--no-mirror", action="store_true",
                           help="read each face alone, not averaged with its mirror image: half the model's work "
                                "per face, lower accuracy (model card), trust without its mirror evidence")
+    analysis.add_argument("--mirror-below", type=float, default=None, metavar="P",
+                          help="read a face's mirror image too where the crop alone gives the top label a "
+                               "probability below P (default 0.7, which gives every FER+ validation face the label "
+                               "of reading them all; 1: every face)")
     overlays = parser.add_argument_group("overlays")
     for name, what in OVERLAYS.items():
         overlays.add_argument(f"--no-{name.replace('_', '-')}", dest=f"no_{name}", action="store_true",
@@ -138,6 +142,7 @@ def _analyze(args: argparse.Namespace) -> int:
             overlays={**overlays, "panel": args.panel}, max_frames=args.max_frames, audio=not args.no_audio,
             progress=not args.no_progress, reconnect=args.reconnect, crf=args.crf, preset=args.preset,
             announce=announce, min_face=args.min_face, mirror=not args.no_mirror,
+            **({} if args.mirror_below is None else {"mirror_below": args.mirror_below}),
             keep_rows=False)  # the files are the output
     except AnalysisInterrupted as stop:
         print("\n".join(stop.results.stats.summary_lines()))

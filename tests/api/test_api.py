@@ -246,9 +246,9 @@ def test_without_the_mirror_each_face_is_the_crop_alone(sample_video, landmarker
 
     rgb = _sample_frames(sample_video, 20)[-1]
     readings = {}
-    for mirror in (True, False):
+    for mirror in (True, False):  # (mirror_below=1: the mirror image read whatever the crop's confidence)
         with stream_fer.Analyzer(backend="onnxruntime", landmarker=landmarker_model, mode="image",
-                                 mirror=mirror) as analyzer:
+                                 mirror=mirror, mirror_below=1.0) as analyzer:
             (face,) = analyzer.process(rgb).faces
             readings[mirror] = face
             crops, _ = align_faces(rgb, [face.landmarks], analyzer.crop_size)
@@ -256,6 +256,8 @@ def test_without_the_mirror_each_face_is_the_crop_alone(sample_video, landmarker
     np.testing.assert_allclose(readings[False].raw_probs, alone.probs[0], atol=1e-6)
     assert np.abs(readings[True].raw_probs - readings[False].raw_probs).max() > 1e-3
     assert all(0.0 <= readings[m].trust <= 1.0 for m in (True, False))
+    with pytest.raises(StreamFerError, match="mirror_below must be a probability"):
+        stream_fer.Analyzer(backend="onnxruntime", landmarker=landmarker_model, mirror_below=0)
 
 
 def test_the_run_records_whether_faces_were_read_with_their_mirror(sample_video, landmarker_model, tmp_path):
@@ -263,3 +265,7 @@ def test_the_run_records_whether_faces_were_read_with_their_mirror(sample_video,
                              landmarker=landmarker_model, mirror=False)
     assert file_metadata(tmp_path / "rows.parquet")["settings"]["mirror"] is False
     assert len(res.to_pandas()) == 3
+    stream_fer.analyze(sample_video, parquet=tmp_path / "some.parquet", max_frames=3, backend="onnxruntime",
+                       landmarker=landmarker_model, mirror_below=0.8)
+    settings = file_metadata(tmp_path / "some.parquet")["settings"]
+    assert settings["mirror"] is True and settings["mirror_below"] == 0.8

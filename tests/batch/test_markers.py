@@ -97,11 +97,16 @@ def test_other_settings_redo_everything(batch):
         ["a.mp4", "b.mp4", "c.mp4"]
 
 
-def test_the_mirror_setting_keeps_the_fingerprints_of_earlier_outputs():
-    """mirror=True (the default) is what every batch did before the setting existed: it adds nothing to the
-    fingerprint, so finished outputs stay finished."""
-    assert "mirror" not in BatchSettings().fingerprint_items()
-    assert BatchSettings(mirror=False).fingerprint_items()["mirror"] is False
+def test_the_mirror_settings_keep_the_fingerprints_of_earlier_outputs():
+    """Every face read with its mirror image (mirror=True, mirror_below=1) is what every batch did before the
+    settings existed: it adds nothing to the fingerprint, so finished outputs stay finished. The default since
+    session 16 reads the mirror image only where the crop is unsure: other numbers, another fingerprint."""
+    every = BatchSettings(mirror_below=1.0).fingerprint_items()
+    assert "mirror" not in every and "mirror_below" not in every
+    default = BatchSettings().fingerprint_items()
+    assert "mirror" not in default and default["mirror_below"] == 0.7
+    alone = BatchSettings(mirror=False).fingerprint_items()
+    assert alone["mirror"] is False and "mirror_below" not in alone
 
 
 def test_a_missing_output_or_a_damaged_marker_means_not_done(batch):

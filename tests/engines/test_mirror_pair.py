@@ -41,14 +41,21 @@ def test_a_folder_with_a_mirror_model_reads_mirror_images_with_it(pair_dir, expo
     crop_alone = load_engine(exported_fp32, threads=1)
     mirror_alone = load_engine(other_fp32, threads=1)
     mirrored = np.ascontiguousarray(real_faces[:, :, ::-1])
-    out, mirror_probs = read_faces(engine, real_faces)
+    out, mirror_probs = read_faces(engine, real_faces, mirror_below=1.0)  # every face's mirror image
     want = average_readings(crop_alone.infer(real_faces), mirror_alone.infer(mirrored))
     np.testing.assert_allclose(out.probs, want.probs, atol=1e-6)
     np.testing.assert_allclose(out.attention, want.attention, atol=1e-6)
     np.testing.assert_allclose(out.cams, want.cams, atol=1e-5)
     np.testing.assert_allclose(mirror_probs, mirror_alone.infer(mirrored).probs, atol=1e-6)
+    # where the crop network is sure, its reading stays and the mirror model is not run
+    sure = crop_alone.infer(real_faces).probs.max(axis=1) >= 0.7
+    assert sure.any() and not sure.all()
+    some, some_mirror = read_faces(engine, real_faces, mirror_below=0.7)
+    np.testing.assert_allclose(some.probs[~sure], want.probs[~sure], atol=1e-6)
+    np.testing.assert_allclose(some.probs[sure], crop_alone.infer(real_faces).probs[sure], atol=1e-6)
+    assert np.isnan(some_mirror[sure]).all() and not np.isnan(some_mirror[~sure]).any()
     # ... which is not the folder's own network read with its mirror image
-    own, _ = read_faces(crop_alone, real_faces)
+    own, _ = read_faces(crop_alone, real_faces, mirror_below=1.0)
     assert np.abs(own.probs - out.probs).max() > 1e-2
     # a plain engine call and a run without the mirror read the crop with the folder's own network
     np.testing.assert_allclose(engine.infer(real_faces).probs, crop_alone.infer(real_faces).probs, atol=1e-6)
@@ -62,8 +69,8 @@ def test_a_pair_of_one_network_reads_exactly_as_that_network_with_its_mirror(tmp
     model_dir = tmp_path / "same"
     shutil.copytree(exported_fp32, model_dir)
     shutil.copytree(exported_fp32, model_dir / "mirror")
-    pair, _ = read_faces(load_engine(model_dir, "onnxruntime-cpu", threads=1), real_faces)
-    one, _ = read_faces(load_engine(exported_fp32, "onnxruntime-cpu", threads=1), real_faces)
+    pair, _ = read_faces(load_engine(model_dir, "onnxruntime-cpu", threads=1), real_faces, mirror_below=1.0)
+    one, _ = read_faces(load_engine(exported_fp32, "onnxruntime-cpu", threads=1), real_faces, mirror_below=1.0)
     for a, b in ((pair.probs, one.probs), (pair.attention, one.attention), (pair.cams, one.cams)):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -113,3 +120,21 @@ def test_the_batch_fingerprint_and_results_name_both_networks(pair_dir, exported
     paired = model_sha256(pair_dir)
     assert alone == ModelInfo.from_file(exported_fp32 / "model.json").onnx_sha256
     assert paired != alone and len(paired) == 64  # earlier outputs of the one network are not reused
+
+
+def test_one_network_reads_the_mirror_image_only_where_the_crop_is_unsure(exported_fp32, real_faces):
+    engine = load_engine(exported_fp32, "onnxruntime-cpu", threads=1)
+    crop = engine.infer(real_faces)
+    mirror = engine.infer(np.ascontiguousarray(real_faces[:, :, ::-1]))
+    every = average_readings(crop, mirror)
+    for below in (0.5, 0.7, 0.9):
+        unsure = crop.probs.max(axis=1) < below
+        out, mirror_probs = read_faces(engine, real_faces, mirror_below=below)
+        np.testing.assert_allclose(out.probs, np.where(unsure[:, None], every.probs, crop.probs), atol=1e-6)
+        np.testing.assert_allclose(out.attention[unsure], every.attention[unsure], atol=1e-6)
+        np.testing.assert_allclose(out.attention[~unsure], crop.attention[~unsure], atol=1e-6)
+        np.testing.assert_allclose(mirror_probs[unsure], mirror.probs[unsure], atol=1e-6)
+        assert np.isnan(mirror_probs[~unsure]).all()
+    sure_only = real_faces[crop.probs.max(axis=1) >= 0.9]
+    out, mirror_probs = read_faces(engine, sure_only, mirror_below=0.9)  # nothing to read again
+    assert len(sure_only) and np.isnan(mirror_probs).all()

@@ -308,25 +308,43 @@ def test_the_int8_default_explains_the_sample_as_the_fp32_model_does(onnx_engine
     assert max(trust_diffs) <= 0.1 and np.median(trust_diffs) <= 0.01
 
 
-def test_each_face_is_read_with_its_mirror_image(onnx_engine, landmarker_model, smile, make_frame):
-    """classify() averages the engine's reading of the aligned crop and of its mirror image (the mirror's maps
-    mirrored back); mirror=False reads the crop alone. The mirror's own probabilities stay for the trust score."""
+def test_each_face_is_read_with_its_mirror_image_where_the_crop_is_unsure(onnx_engine, landmarker_model, smile,
+                                                                          make_frame):
+    """classify() reads the aligned crop and, where its top probability is below mirror_below, the mirror image
+    too, and averages the two (the mirror's maps mirrored back); above the threshold the crop's reading is kept and
+    no mirror probabilities are recorded; mirror=False reads the crop alone. The mirror's own probabilities stay
+    for the trust score."""
     from stream_fer.align import align_faces
 
-    results = {}
-    for mirror in (True, False):
-        with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", smoothing="none",
-                           mirror=mirror) as a:
-            detected = a.detect(make_frame(smile.rgb))
-            results[mirror] = a.classify(detected).faces[0]
+    with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", mirror=False) as a:
+        detected = a.detect(make_frame(smile.rgb))
     crops, _ = align_faces(smile.rgb, [detected.faces[0].points], onnx_engine.info.input_size)
     crop = onnx_engine.infer(crops)  # the crop network (of a pair too: engines/pair.py), then the mirror's reader
     mirrored = getattr(onnx_engine, "mirror", onnx_engine).infer(np.ascontiguousarray(crops[:, :, ::-1]))
-    both, alone = results[True], results[False]
-    np.testing.assert_allclose(both.raw_probs, (crop.probs[0] + mirrored.probs[0]) / 2, atol=1e-5)
-    np.testing.assert_allclose(both.attention, (crop.attention[0] + mirrored.attention[0][:, ::-1]) / 2, atol=1e-5)
-    np.testing.assert_allclose(both.cams, (crop.cams[0] + mirrored.cams[0][:, :, ::-1]) / 2, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(both.mirror_probs, mirrored.probs[0], atol=1e-5)
-    np.testing.assert_allclose(alone.raw_probs, crop.probs[0], atol=1e-5)
-    assert alone.mirror_probs is None
-    assert not np.allclose(both.raw_probs, alone.raw_probs, atol=1e-4)  # the mirror changed the reading
+    top = float(crop.probs[0].max())
+    results = {}
+    for key, mirror, below in (("below", True, min(1.0, top + 1e-3)), ("every", True, 1.0),
+                               ("above", True, top - 1e-3), ("alone", False, 1.0)):
+        with FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mode="image", smoothing="none",
+                           mirror=mirror, mirror_below=below) as a:
+            results[key] = a.classify(a.detect(make_frame(smile.rgb))).faces[0]
+    for both in (results["below"], results["every"]):
+        np.testing.assert_allclose(both.raw_probs, (crop.probs[0] + mirrored.probs[0]) / 2, atol=1e-5)
+        np.testing.assert_allclose(both.attention, (crop.attention[0] + mirrored.attention[0][:, ::-1]) / 2,
+                                   atol=1e-5)
+        np.testing.assert_allclose(both.cams, (crop.cams[0] + mirrored.cams[0][:, :, ::-1]) / 2, rtol=1e-4,
+                                   atol=1e-4)
+        np.testing.assert_allclose(both.mirror_probs, mirrored.probs[0], atol=1e-5)
+    for alone in (results["above"], results["alone"]):
+        np.testing.assert_allclose(alone.raw_probs, crop.probs[0], atol=1e-5)
+        np.testing.assert_allclose(alone.attention, crop.attention[0], atol=1e-5)
+        assert alone.mirror_probs is None
+    assert not np.allclose(results["every"].raw_probs, results["alone"].raw_probs, atol=1e-4)  # the mirror counts
+
+
+def test_the_mirror_threshold_is_a_probability(onnx_engine, landmarker_model):
+    from stream_fer.errors import StreamFerError
+
+    for bad in (0, -0.1, 1.5, True, "0.7"):
+        with pytest.raises(StreamFerError, match="mirror_below must be a probability"):
+            FrameAnalyzer(onnx_engine, landmarker_path=landmarker_model, mirror_below=bad)

@@ -26,14 +26,23 @@ def test_outputs_are_the_engines_on_the_stored_crops(product_path, onnx_engine):
     found = out.found
     np.testing.assert_allclose(out.probs[found].sum(axis=1), 1.0, atol=1e-4)
     assert not out.probs[~found].any()
-    # each face read with its mirror image, as the analyzer reads it (by the default's mirror model, when it has one)
+    # each face read as the analyzer reads it: with its mirror image (by the default's mirror model, when it has
+    # one) where the crop alone is less sure than MIRROR_BELOW, else the crop's reading
+    from stream_fer.analyzer import MIRROR_BELOW
+
     crop = onnx_engine.infer(out.crops[found])
     mirrored = getattr(onnx_engine, "mirror", onnx_engine).infer(np.ascontiguousarray(out.crops[found][:, :, ::-1]))
-    np.testing.assert_allclose(out.probs[found], (crop.probs + mirrored.probs) / 2, atol=1e-5)
-    np.testing.assert_allclose(out.mirror_probs[found], mirrored.probs, atol=1e-5)
-    np.testing.assert_allclose(out.attention[found], (crop.attention + mirrored.attention[:, :, ::-1]) / 2,
-                               atol=1e-5)
-    np.testing.assert_allclose(out.cams[found], (crop.cams + mirrored.cams[:, :, :, ::-1]) / 2, rtol=1e-3, atol=1e-2)  # float16
+    read = crop.probs.max(axis=1) < MIRROR_BELOW
+    assert read.any() and not read.all()  # both kinds among these 24 faces
+    np.testing.assert_array_equal(out.mirror_read()[found], read)
+    want = np.where(read[:, None], (crop.probs + mirrored.probs) / 2, crop.probs)
+    np.testing.assert_allclose(out.probs[found], want, atol=1e-5)
+    np.testing.assert_allclose(out.mirror_probs[found][read], mirrored.probs[read], atol=1e-5)
+    assert np.isnan(out.mirror_probs[found][~read]).all()
+    att = np.where(read[:, None, None], (crop.attention + mirrored.attention[:, :, ::-1]) / 2, crop.attention)
+    np.testing.assert_allclose(out.attention[found], att, atol=1e-5)
+    cams = np.where(read[:, None, None, None], (crop.cams + mirrored.cams[:, :, :, ::-1]) / 2, crop.cams)
+    np.testing.assert_allclose(out.cams[found], cams, rtol=1e-3, atol=1e-2)  # float16
     assert len(out.blendshape_names) == 52 and (out.blendshapes[found] >= 0).all()
 
 
@@ -104,4 +113,9 @@ def test_crop_only_reads_the_crop_alone(product_path, onnx_engine, landmarker_mo
     found = alone.found
     np.testing.assert_allclose(alone.probs[found], onnx_engine.infer(alone.crops[found]).probs, atol=1e-5)
     assert alone.mirror_probs is None
-    np.testing.assert_allclose(mirror_probs(alone), out.mirror_probs, atol=1e-5)  # computed when not stored
+    read = out.mirror_read()
+    np.testing.assert_allclose(mirror_probs(alone)[read], out.mirror_probs[read], atol=1e-5)  # computed when not stored
+    every = run_split(split, landmarker_path=landmarker_model, mirror_below=1.0)  # every face's mirror image
+    assert (every.mirror_read() == found).all()
+    np.testing.assert_allclose(every.mirror_probs[found], mirror_probs(alone)[found], atol=1e-5)
+    np.testing.assert_allclose(every.probs[read], out.probs[read], atol=1e-6)
