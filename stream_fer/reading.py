@@ -39,7 +39,7 @@ def average_with_mirror(out: EngineOutput, n: int) -> EngineOutput:
 # A face's mirror image is read only when its crop alone gives the top label a probability below this. Chosen on
 # FER+ validation (product path, INT8 and FP32): every label is then the one reading every mirror gives (0 of
 # 3,307 faces differ, as at 0.6; at 0.5, 25-31 differ) while about a third of the faces (37%) need the second
-# pass (engines/default/MODEL_CARD.md, "Reading the mirror only when the crop is unsure").
+# pass (engines/default/MODEL_CARD.md, "Reading the mirror only where the crop is unsure").
 MIRROR_BELOW = 0.7
 
 
