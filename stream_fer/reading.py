@@ -68,16 +68,15 @@ def read_faces(engine, crops: np.ndarray, mirror: bool = True,
     n = len(crops)
     if not mirror:
         return crop_engine.infer(crops), None
-    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
     if mirror_below >= 1.0 and mirror_engine is crop_engine:  # every face: one call of 2N
-        both = crop_engine.infer(np.concatenate([crops, mirrored]))
+        both = crop_engine.infer(np.concatenate([crops, crops[:, :, ::-1]]))
         return average_with_mirror(both, n), both.probs[n:]
     out = crop_engine.infer(crops)
     need = np.ones(n, dtype=bool) if mirror_below >= 1.0 else out.probs.max(axis=1) < mirror_below
     mirror_probs = np.full(out.probs.shape, np.nan, dtype=np.float32)
     if not need.any():
         return out, mirror_probs
-    again = mirror_engine.infer(mirrored[need])
+    again = mirror_engine.infer(np.ascontiguousarray(crops[need][:, :, ::-1]))
     mean = average_readings(EngineOutput(out.probs[need], out.attention[need], out.cams[need]), again)
     probs, attention, cams = out.probs.copy(), out.attention.copy(), out.cams.copy()
     probs[need], attention[need], cams[need] = mean.probs, mean.attention, mean.cams
