@@ -26,9 +26,22 @@ log = logging.getLogger(__name__)
 # control and ignores GLOG_minloglevel, GOOGLE_STDERRTHRESHOLD and TF_CPP_MIN_LOG_LEVEL (mediapipe 1.2.2),
 # so while a landmarker starts up (creation and first detection), fd 2 is routed through a pipe that
 # drops exactly those info/warning lines and passes everything else (errors, other threads' output) on.
-_NATIVE_NOISE = re.compile(rb"^(?:[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "  # absl INFO and WARNING lines
-                           rb"|WARNING: Logging before InitGoogle\(\)|INFO: \w+ TensorFlow Lite "
-                           rb"|INFO: \[[\w.]+:\d+\] )")  # LiteRT's INFO lines (the face detector task's runtime)
+_NOISE = (rb"(?:[IW]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "  # absl INFO and WARNING lines
+          rb"|WARNING: Logging before InitGoogle\(\)|INFO: \w+ TensorFlow Lite "
+          rb"|INFO: \[[\w.]+:\d+\] )")  # LiteRT's INFO lines (the face detector task's runtime)
+_NATIVE_NOISE = re.compile(rb"^" + _NOISE)
+# Chatter written while another thread's line was half written (an error line whose newline had not reached the
+# pipe yet, seen under load): the line is then that text followed by the chatter.
+_NOISE_AFTER_TEXT = re.compile(_NOISE)
+
+
+def _kept(line: bytes) -> bytes | None:
+    """A line with MediaPipe's chatter left out: None when it is all chatter, the text before it when another
+    writer's unfinished line ran into a chatter line, else the line itself."""
+    if _NATIVE_NOISE.match(line):
+        return None
+    joined = _NOISE_AFTER_TEXT.search(line)
+    return line if joined is None else line[:joined.start()]
 
 
 class _NativeStderrFilter:
@@ -106,10 +119,10 @@ def _pump(read_fd: int, out_fd: int) -> None:
         with open(read_fd, "rb", buffering=0, closefd=True) as reader:
             while chunk := reader.read(65536):
                 *lines, pending = (pending + chunk).split(b"\n")
-                kept = b"".join(line + b"\n" for line in lines if not _NATIVE_NOISE.match(line))
-                _write_all(out_fd, kept)
-        if not _NATIVE_NOISE.match(pending):
-            _write_all(out_fd, pending)
+                kept = (_kept(line) for line in lines)
+                _write_all(out_fd, b"".join(line + b"\n" for line in kept if line is not None))
+        if (rest := _kept(pending)) is not None:
+            _write_all(out_fd, rest)
     except OSError:
         pass
     finally:

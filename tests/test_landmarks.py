@@ -161,6 +161,22 @@ def test_stderr_filter_drops_mediapipe_chatter_and_keeps_everything_else(capfd):
                                       "no newline at the end|after\n")
 
 
+def test_chatter_written_into_another_threads_unfinished_line_is_left_out(capfd):
+    """Under load MediaPipe's thread can write a chatter line between the text of the CLI's error line and its
+    newline: the text is kept, the chatter dropped (seen once as 'stream-fer: error: ...W0000 ...')."""
+    import os
+
+    from stream_fer.landmarks import _native_stderr
+
+    with _native_stderr.active():
+        os.write(2, b"stream-fer: error: not a video file")
+        os.write(2, NOISE.splitlines(keepends=True)[1])
+        os.write(2, b"\n")
+        os.write(2, b"tail W0000 00:00:1.0 3184 face_landmarker_graph.cc:181] more chatter")  # the last words
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["stream-fer: error: not a video file", "tail "]
+
+
 def test_a_landmarker_starts_silently_and_is_freed_without_close(landmarker_model, detected_stills):
     """In a fresh interpreter: no MediaPipe chatter on stderr, and a landmarker dropped without close()
     is finalised (so nothing fails at interpreter exit)."""
