@@ -119,15 +119,19 @@ def _main(argv: list[str]) -> int:
 
 
 def _last_words(line: str) -> None:
-    """The line a failing run ends with, on stderr, and delivered before the process exits: a landmarker still
-    starting in a thread (analyze() starts one before it opens the input) routes fd 2 through a filter pipe
-    whose pump thread would die with the line at exit."""
-    print(line, file=sys.stderr)
+    """The line a failing run ends with, on stderr, and delivered whole before the process exits. A landmarker
+    still starting in a thread (analyze() starts one before it opens the input) routes fd 2 through a filter pipe
+    (stream_fer.landmarks) while MediaPipe writes its start-up chatter, sometimes in pieces: the line is written
+    once that landmarker is closed and fd 2 is the real stderr again, so no chatter lands inside it (seen under
+    load: 'INFO: stream-fer: error: ...'), and the pipe's pump cannot die with it at exit."""
     in_thread = sys.modules.get("stream_fer.in_thread")
     if in_thread is not None:  # a landmarker abandoned by the failed run: closed now, not at interpreter exit
         in_thread.wait_for_abandoned(5.0)
     landmarks = sys.modules.get("stream_fer.landmarks")  # not imported: no landmarker, no pipe
     if landmarks is not None:
+        landmarks.settle_native_stderr()
+    print(line, file=sys.stderr, flush=True)
+    if landmarks is not None:  # (a landmarker that would not settle in time: the line went through the pipe)
         landmarks.settle_native_stderr()
 
 

@@ -105,6 +105,8 @@ def test_webcam_tab_draws_the_live_overlay_itself(page, browser, app_server, tmp
     visitors = app_server.demo.handlers.visitors
     before = visitors.stats().live
     button = _start_live(page)
+    # the button turns once the camera has started (getUserMedia), which takes a moment on a loaded machine
+    page.locator("#webcam-live button.sf-start", has_text="Stop live analysis").wait_for(timeout=30_000)
     assert button.inner_text() == "Stop live analysis"
     page.wait_for_function("() => +(document.querySelector('#webcam-live .sf-live').dataset.drawn || 0) >= 15",
                            timeout=90_000)
