@@ -36,7 +36,14 @@ from stream_fer.face.au_maps import map_from_masks, region_mask_stack
 from stream_fer.face.geometry import face_frame
 from stream_fer.frames import FaceResult, Frame, FrameResult
 from stream_fer.landmarks import FaceLandmarks, Landmarker, LandmarkerLoad
-from stream_fer.reading import MIRROR_BELOW, average_readings, average_with_mirror, check_mirror_below, read_faces  # noqa: F401  (average_* re-exported: the analyzer's reading)
+from stream_fer.reading import (  # noqa: F401  (average_*: re-exported, the analyzer's way of reading a face)
+    MIRROR_BELOW,
+    average_readings,
+    average_with_mirror,
+    check_mirror_below,
+    mirror_row,
+    read_faces,
+)
 from stream_fer.render import OverlayOptions, render_frame
 from stream_fer.smoothing import make_smoother
 from stream_fer.tracking import FaceTracker
@@ -139,13 +146,6 @@ def attention_shares(attention: np.ndarray, crop_points: np.ndarray, crop_size: 
     return {n: float(v) / total for n, v in zip(masks, sums)}
 
 
-def _read_mirror(mirror_probs: np.ndarray | None, i: int) -> np.ndarray | None:
-    """Face i's mirror-image probabilities, or None where its mirror image was not read."""
-    if mirror_probs is None or np.isnan(mirror_probs[i, 0]):
-        return None
-    return np.asarray(mirror_probs[i], np.float32)
-
-
 class FrameAnalyzer:
     """Landmarks, classification, tracking, smoothing and rendering for a stream of frames."""
 
@@ -238,7 +238,7 @@ class FrameAnalyzer:
                     raw_probs=np.asarray(out.probs[i], dtype=np.float32), attention=attention,
                     cams=np.asarray(out.cams[i], dtype=np.float32),
                     au_attention_share=attention_shares(attention, crop_pts, self.crop_size, masks),
-                    au_masks=masks, mirror_probs=_read_mirror(mirror, i)))
+                    au_masks=masks, mirror_probs=mirror_row(mirror, i)))
         latency = {**detected.latency_ms, "classify": _ms_since(t0)}
         return Classified(detected.frame, tuple(out_faces), latency)
 

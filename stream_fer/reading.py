@@ -82,3 +82,11 @@ def read_faces(engine, crops: np.ndarray, mirror: bool = True,
     probs[need], attention[need], cams[need] = mean.probs, mean.attention, mean.cams
     mirror_probs[need] = again.probs
     return EngineOutput(probs, attention, cams), mirror_probs
+
+
+def mirror_row(mirror_probs: np.ndarray | None, i: int) -> np.ndarray | None:
+    """Face i's mirror-image probabilities from read_faces' second output, or None where its mirror image was not
+    read (a NaN row, or no mirror at all)."""
+    if mirror_probs is None or np.isnan(mirror_probs[i, 0]):
+        return None
+    return np.asarray(mirror_probs[i], np.float32)

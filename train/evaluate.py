@@ -190,7 +190,7 @@ def register(sub) -> None:
                              "analyzer reads a face (before session 6 it read the crop alone)")
     parser.add_argument("--mirror-below", type=float, default=None,
                         help="with --product-path: read a face's mirror image where its crop's top probability is "
-                             "below this (default: the analyzer's, stream_fer.analyzer.MIRROR_BELOW; 1: every face)")
+                             "below this (default: the analyzer's, stream_fer.reading.MIRROR_BELOW; 1: every face)")
     parser.add_argument("--inputs", choices=INPUTS,
                         help="without --product-path: the raw 48 x 48 FER+ images, or each face as the product's "
                              "aligned crop (train/aligned.py); default: what the checkpoint was trained on")
@@ -203,7 +203,7 @@ def _eval_product_path(args) -> int:
     split = load_ferplus(args.data)[args.split]
     if args.limit:
         split = split.subset(slice(0, args.limit))
-    from stream_fer.analyzer import MIRROR_BELOW, check_mirror_below
+    from stream_fer.reading import MIRROR_BELOW, check_mirror_below
 
     below = MIRROR_BELOW if args.mirror_below is None else check_mirror_below(args.mirror_below)
     out = run_split(split, args.model_dir, mirror=not args.crop_only, mirror_below=below)

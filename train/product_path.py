@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from stream_fer.train.data import FerSplit
-from stream_fer.train.paths import train_cache
 
 from stream_fer.face.classes import CLASS_NAMES
 from stream_fer.model_files import file_sha256
+from stream_fer.train.data import FerSplit
+from stream_fer.train.paths import train_cache
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ProductPathOutputs:
     blendshape_names: tuple[str, ...]
     crop_size: int
     # (N, K) the mirrored crop's own probabilities (the trust evidence); NaN rows where the mirror image was not read
-    # (the crop alone was sure enough: stream_fer.analyzer.read_faces)
+    # (the crop alone was sure enough: stream_fer.reading.read_faces)
     mirror_probs: np.ndarray | None = None
 
     def mirror_read(self) -> np.ndarray:
@@ -164,9 +164,8 @@ def run_split(split: FerSplit, model_dir: Path | None = None, landmarker_path=No
     from stream_fer.engines import default_model_dir
     from stream_fer.engines.base import META_FILENAME, ModelInfo
     from stream_fer.engines.select import load_engine
-
-    from stream_fer.analyzer import MIRROR_BELOW, read_faces
     from stream_fer.model_files import resolve_landmarker
+    from stream_fer.reading import MIRROR_BELOW, read_faces
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     lm_path = Path(resolve_landmarker(landmarker_path))

@@ -158,6 +158,7 @@ def blendshape_stats(out, keep: np.ndarray) -> tuple[dict[str, float], dict[str,
 def split_features(out, spec: dict, mirror: np.ndarray) -> SplitFeatures:
     """The trust features of every labelled image with a face, computed by the run time's own code."""
     from stream_fer.analyzer import attention_au_cosine, crop_au_masks
+    from stream_fer.reading import mirror_row
     from stream_fer.trust import TrustModel, face_evidence
 
     model = TrustModel(spec)
@@ -168,7 +169,7 @@ def split_features(out, spec: dict, mirror: np.ndarray) -> SplitFeatures:
         label = CLASS_NAMES[int(out.probs[i].argmax())]
         cos = attention_au_cosine(out.attention[i], out.crop_points[i], out.crop_size, label, masks)
         ev = face_evidence(out.probs[i], CLASS_NAMES, out.attention[i], out.crop_points[i], out.crop_size, masks,
-                           out.blendshape_dict(i), cos, None if np.isnan(mirror[i, 0]) else mirror[i])
+                           out.blendshape_dict(i), cos, mirror_row(mirror, i))
         kind, f = model.features(ev)
         f["raw_confidence"] = float(out.probs[i].max())
         kinds.append(kind)
