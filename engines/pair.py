@@ -1,10 +1,10 @@
 """A face read by two networks: one reads the aligned crop, a second, separately trained one reads its mirror image.
 
-The product reads every face twice, the crop and its mirror image in one engine batch, and averages the two
-(stream_fer.analyzer.read_faces). When a model folder D holds a second exported model in D/mirror/, that model
-reads the mirror images instead of D's own network: the same CPU per face (two passes, as before), but two
-networks whose errors differ only in part, so the average is right more often than either network read twice
-(engines/default/MODEL_CARD.md, "Two networks, one reading").
+The product reads a face's crop and, where the crop alone is unsure, its mirror image too, and averages the two
+(stream_fer.reading.read_faces). When a model folder D holds a second exported model in D/mirror/, that model
+reads the mirror images instead of D's own network: the same CPU per face, but two networks whose errors differ
+only in part (engines/default/MODEL_CARD.md, "Two networks, one reading": tried with the previous default as the
+second network, better on validation, worse on test; the shipped default has no mirror/).
 
 Where the mirror model is looked for, given the folder D the engine was asked for:
 
