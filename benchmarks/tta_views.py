@@ -21,13 +21,10 @@ VIEWS = [(1.0, 0, 0), (1.06, 0, 0), (0.94, 0, 0), (1.0, 1.5, 0), (1.0, -1.5, 0),
 
 
 def moved(crops: np.ndarray, scale: float, dx: float, dy: float) -> np.ndarray:
-    import cv2
+    """Each crop moved by the small similarity (trust_candidates' variant warp, its replicated border)."""
+    from trust_candidates import _warp  # benchmarks/ is on the path when this file is run
 
-    s = crops.shape[-1]
-    c = (s - 1) / 2
-    m = np.array([[scale, 0, c - scale * c + dx], [0, scale, c - scale * c + dy]], np.float32)
-    return np.stack([cv2.warpAffine(x, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                     for x in crops])
+    return np.stack([_warp(x, dx=dx, dy=dy, scale=scale) for x in crops])
 
 
 def main(argv=None) -> int:
